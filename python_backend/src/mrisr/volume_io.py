@@ -82,19 +82,26 @@ def validate_volume(image: sitk.Image, name: str = "input") -> sitk.Image:
     return image
 
 
-def write_volume(image: sitk.Image, path: str | os.PathLike, *, protect: tuple[str | os.PathLike, ...] = ()) -> Path:
-    """Write atomically (temporary file in the same folder, then rename); never overwrite a protected file."""
+def check_output_path(path: str | os.PathLike, protect: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Fail early, before any work, if `path` cannot be written or is one of the protected inputs."""
     path = Path(path)
-    suffix = _suffix(path)
-    if suffix not in VOLUME_SUFFIXES:
+    if _suffix(path) not in VOLUME_SUFFIXES:
         raise InputError(f"output {path} has an unknown extension: use one of {', '.join(VOLUME_SUFFIXES)}")
     for other in protect:
         if Path(other).exists() and path.exists() and os.path.samefile(path, other):
-            raise InputError(f"output {path} is the input file: choose another output path")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist: create it first")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+            raise InputError(f"output {path} is an input file: choose another output path")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder: give a file name such as enhanced.nii.gz")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist: create it first")
+    return path
+
+
+def write_volume(image: sitk.Image, path: str | os.PathLike, *, protect: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Write atomically (temporary file in the same folder, then rename); never overwrite a protected file."""
+    path = check_output_path(path, protect)
+    suffix = _suffix(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp_name, useCompression=suffix in (".nii.gz", ".nrrd", ".mha", ".seg.nrrd"))

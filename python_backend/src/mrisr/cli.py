@@ -1,0 +1,195 @@
+"""The `mrisr` command line: enhance, methods, degrade, evaluate and demo.
+
+User errors print one line (`mrisr: error: …`) and exit 2 without a traceback or a partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import CancelledError, MRISRError
+from .geometry import DEFAULT_MAX_VOXELS
+from .progress import ProgressCallback
+from .reporting import make_progress
+
+log = logging.getLogger("mrisr")
+
+
+def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", help="method name (see `mrisr methods`); default: the registry default")
+    parser.add_argument("--steps", type=int, help="number of sampling steps (diffusion methods)")
+    parser.add_argument("--start-step", type=int, help="partial diffusion start step K (PDM)")
+    parser.add_argument("--patch-size", type=int, help="patch side in voxels (patch-based methods)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="patch overlap fraction in [0, 1) (default 0.25)")
+    parser.add_argument("--target-spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                        help="output spacing in mm; default: the input's finest spacing on every axis")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--batch-size", type=int, help="patches or slices per network call")
+    parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
+                        help=f"refuse outputs larger than this many voxels (default {DEFAULT_MAX_VOXELS:,})")
+
+
+def _enhance_options(args: argparse.Namespace):
+    from .pipeline import EnhanceOptions
+
+    return EnhanceOptions(
+        method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
+        overlap=args.overlap, target_spacing=args.target_spacing, device=args.device, seed=args.seed,
+        batch_size=args.batch_size, max_voxels=args.max_voxels,
+    )
+
+
+def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from .pipeline import enhance_file
+
+    result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress)
+    size = "×".join(str(v) for v in result.image.GetSize())
+    spacing = "×".join(f"{v:g}" for v in result.image.GetSpacing())
+    print(f"wrote {args.output}: {size} voxels at {spacing} mm with {result.method} in {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from .registry import default_method, method_specs
+
+    specs = method_specs()
+    if args.json:
+        print(json.dumps({"default_method": default_method(),
+                          "methods": [dataclasses.asdict(s) for s in specs.values()]}, indent=2))
+        return 0
+    for spec in specs.values():
+        marks = " (default)" if spec.name == default_method() else ""
+        defaults = [f"{k}={getattr(spec, k).default}" for k in ("steps", "start_step", "patch_size") if getattr(spec, k)]
+        print(f"{spec.name:<14}{spec.kind:<15}{', '.join(defaults) or '-':<30}{spec.description}{marks}")
+    return 0
+
+
+def _degradation_config(args: argparse.Namespace):
+    from .degradation import PRESETS, DegradationConfig
+
+    config = PRESETS[args.preset] if args.preset else DegradationConfig()
+    overrides = {
+        "axis": args.axis, "slice_thickness": args.thickness, "slice_gap": args.gap,
+        "kspace_factor": args.kspace_factor, "downsample_factor": args.downsample,
+        "contrast_gamma": args.gamma, "contrast_compression": args.compression, "snr": args.snr,
+        "noise": args.noise, "seed": args.seed,
+    }
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_degrade(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from .degradation import degrade_to_hr_grid
+    from .volume_io import check_output_path, read_volume, write_volume
+
+    config = _degradation_config(args)
+    for path in filter(None, (args.output, args.hr_grid_output)):
+        check_output_path(path, (args.input,))
+    lr, on_hr = degrade_to_hr_grid(read_volume(args.input), config)
+    write_volume(lr, args.output, protect=(args.input,))
+    if args.hr_grid_output:
+        write_volume(on_hr, args.hr_grid_output, protect=(args.input,))
+    size = "×".join(str(v) for v in lr.GetSize())
+    spacing = "×".join(f"{v:g}" for v in lr.GetSpacing())
+    print(f"wrote {args.output}: {size} voxels at {spacing} mm ({config})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from .metrics import evaluate, format_table
+    from .reporting import write_json
+    from .volume_io import read_volume
+
+    lr = read_volume(args.input) if args.input else None
+    scores = evaluate(read_volume(args.prediction), read_volume(args.reference), lr)
+    print(format_table({Path(args.prediction).name: scores}))
+    if args.json:
+        write_json({"prediction": str(args.prediction), "reference": str(args.reference), **scores}, args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from .demo import run_demo
+
+    table = run_demo(Path(args.output_dir), _enhance_options(args), args.preset, progress)
+    print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrisr", description="MRI super-resolution / image quality transfer")
+    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                        help="progress on stderr: tqdm bars, JSON lines (for GUIs) or nothing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("enhance", help="enhance a volume (NIfTI/NRRD/MHA file or DICOM folder)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--reference", help="reference volume of another contrast (multi-contrast methods)")
+    _add_enhance_options(p)
+    p.set_defaults(func=cmd_enhance)
+
+    p = sub.add_parser("methods", help="list the methods with their defaults")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("degrade", help="simulate a low-field / thick-slice acquisition of a volume")
+    p.add_argument("input")
+    p.add_argument("output", help="the low-resolution volume on its own (coarser) grid")
+    p.add_argument("--hr-grid-output", help="also write it resampled (B-spline) back onto the input grid")
+    p.add_argument("--preset", help="start from a named preset (thick5, iqt8, kspace2, kspace4, down4, lowfield)")
+    p.add_argument("--axis", type=int, help="slice axis 0/1/2 (x/y/z)")
+    p.add_argument("--thickness", type=float, help="slice thickness (FWHM of the slice profile) in mm")
+    p.add_argument("--gap", type=float, help="gap between slices in mm")
+    p.add_argument("--kspace-factor", type=float, help="in-plane k-space truncation factor (1 = off)")
+    p.add_argument("--downsample", type=float, help="image-space down-sampling factor (1 = off)")
+    p.add_argument("--gamma", type=float, help="contrast gamma (1 = off)")
+    p.add_argument("--compression", type=float, help="tissue contrast compression in [0, 1)")
+    p.add_argument("--snr", type=float, help="signal-to-noise ratio of the added noise")
+    p.add_argument("--noise", choices=("gaussian", "rician"), help="noise model")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.set_defaults(func=cmd_degrade)
+
+    p = sub.add_parser("evaluate", help="image-quality metrics of a prediction against a reference")
+    p.add_argument("prediction")
+    p.add_argument("reference")
+    p.add_argument("--input", help="the LR input, for the consistency metric")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="make a low-field sample from the packaged MNI152 template and enhance it")
+    p.add_argument("output_dir")
+    p.add_argument("--preset", default="lowfield", help="degradation preset for the sample (default lowfield)")
+    _add_enhance_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mrisr` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    progress, close = make_progress(args.progress)
+    try:
+        return args.func(args, progress)
+    except CancelledError as exc:
+        print(f"mrisr: cancelled: {exc}", file=sys.stderr)
+        return 130
+    except MRISRError as exc:
+        print(f"mrisr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mrisr: interrupted; no output was written", file=sys.stderr)
+        return 130
+    finally:
+        close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

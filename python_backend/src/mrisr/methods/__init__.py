@@ -1,0 +1,55 @@
+"""Method implementations behind the registry; each turns a normalised LR volume into an output-grid array."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..geometry import Grid
+from ..progress import CancelToken, ProgressCallback
+from ..registry import MethodSpec
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Validated per-run settings (defaults from the method spec already applied)."""
+
+    steps: int | None
+    start_step: int | None
+    patch_size: int | None
+    overlap: float
+    device: str
+    seed: int
+    batch_size: int | None
+
+
+@dataclass(frozen=True)
+class MethodInput:
+    """What a method gets: LR input (normalised, own grid), output grid, foreground mask on it, reference."""
+
+    lr: sitk.Image
+    grid: Grid
+    mask: np.ndarray
+    reference: sitk.Image | None
+    settings: RunSettings
+
+
+class Method(Protocol):
+    """A super-resolution method: returns a normalised (z, y, x) float32 array on `inputs.grid`."""
+
+    spec: MethodSpec
+
+    def run(self, inputs: MethodInput, progress: ProgressCallback, cancel: CancelToken) -> np.ndarray: ...
+
+
+def build_method(spec: MethodSpec) -> Method:
+    """Instantiate the implementation of a registered method kind."""
+    from .interpolation import InterpolationMethod
+
+    kinds = {"interpolation": InterpolationMethod}
+    if spec.kind not in kinds:
+        raise NotImplementedError(f"method kind {spec.kind!r} has no implementation")
+    return kinds[spec.kind](spec)

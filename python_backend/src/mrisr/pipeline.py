@@ -1,0 +1,140 @@
+"""Whole-volume enhancement: load → normalise → method on the output grid → de-normalise → save.
+
+The CLI, the server and the Slicer module call these functions only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .device import resolve_device
+from .errors import InputError
+from .foreground import foreground_mask
+from .geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
+from .methods import MethodInput, RunSettings, build_method
+from .normalization import robust_scale
+from .progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from .registry import MethodSpec, default_method, get_spec
+from .volume_io import check_output_path, read_volume, validate_volume, write_volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnhanceOptions:
+    """What the user chose; None means the method's default."""
+
+    method: str | None = None
+    steps: int | None = None
+    start_step: int | None = None
+    patch_size: int | None = None
+    overlap: float = 0.25
+    target_spacing: Sequence[float] | None = None
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int | None = None
+    max_voxels: int = DEFAULT_MAX_VOXELS
+
+
+@dataclass(frozen=True)
+class EnhanceResult:
+    """The enhanced image (own grid, float32, input intensity scale) and what produced it."""
+
+    image: sitk.Image
+    method: str
+    settings: dict
+    seconds: float
+    timings: dict = field(default_factory=dict)
+
+
+def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
+    """Apply the method's defaults and check every option against its allowed range."""
+    def ranged(name: str, flag: str, value: int | None) -> int | None:
+        allowed = getattr(spec, name)
+        if allowed is None:
+            if value is not None:
+                raise InputError(f"method {spec.name!r} takes no {flag} (it has no such setting): leave it out")
+            return None
+        return allowed.check(name.replace("_", " "), flag, value, spec.name)
+
+    if not 0.0 <= options.overlap < 1.0:
+        raise InputError(f"overlap {options.overlap} is out of range: use --overlap in [0, 1)")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise InputError(f"batch size {options.batch_size} is invalid: use --batch-size 1 or more")
+    return RunSettings(
+        steps=ranged("steps", "--steps", options.steps),
+        start_step=ranged("start_step", "--start-step", options.start_step),
+        patch_size=ranged("patch_size", "--patch-size", options.patch_size),
+        overlap=float(options.overlap),
+        device=resolve_device(options.device),
+        seed=int(options.seed),
+        batch_size=options.batch_size,
+    )
+
+
+def output_grid(image: sitk.Image, options: EnhanceOptions) -> Grid:
+    """The output grid: the input's extent and direction at the target (default finest isotropic) spacing."""
+    grid = Grid.of(image)
+    spacing = options.target_spacing or finest_isotropic_spacing(grid)
+    return grid_with_spacing(grid, spacing, options.max_voxels)
+
+
+def enhance(
+    image: sitk.Image,
+    options: EnhanceOptions = EnhanceOptions(),
+    reference: sitk.Image | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> EnhanceResult:
+    """Enhance one volume in memory; the input image is never modified."""
+    cancel = cancel or CancelToken()
+    started = time.perf_counter()
+    spec = get_spec(options.method or default_method())
+    settings = resolve_settings(spec, options)
+    image = validate_volume(image)
+    grid = output_grid(image, options)
+    array = sitk.GetArrayFromImage(image)
+    mask = foreground_mask(array)
+    scale = robust_scale(array, mask)
+    lr = Grid.of(image).image_from_array(scale.apply(array))
+    out_mask = sitk.GetArrayFromImage(resample(Grid.of(image).image_from_array(mask.astype(np.float32)), grid, "nearest")) > 0.5
+    ref = None if reference is None else resample(validate_volume(reference, "reference"), grid, "bspline")
+    cancel.check()
+    method = build_method(spec)
+    inputs = MethodInput(lr=lr, grid=grid, mask=out_mask, reference=ref, settings=settings)
+    result = method.run(inputs, progress, cancel)
+    cancel.check()
+    output = grid.image_from_array(scale.invert(result))
+    seconds = time.perf_counter() - started
+    log.info("enhanced with %s to %s in %.1f s", spec.name, grid.size, seconds)
+    return EnhanceResult(output, spec.name, asdict(settings), seconds)
+
+
+def enhance_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    options: EnhanceOptions = EnhanceOptions(),
+    reference_path: str | os.PathLike | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> EnhanceResult:
+    """Read, enhance and atomically write; the inputs are never overwritten and a failure writes nothing."""
+    protect = tuple(p for p in (input_path, reference_path) if p is not None)
+    check_output_path(output_path, protect)
+    get_spec(options.method or default_method())
+    progress(ProgressEvent("load", 0, 1, str(input_path)))
+    image = read_volume(input_path)
+    reference = read_volume(reference_path) if reference_path is not None else None
+    progress(ProgressEvent("load", 1, 1, str(input_path)))
+    result = enhance(image, options, reference, progress, cancel)
+    progress(ProgressEvent("save", 0, 1, str(output_path)))
+    write_volume(result.image, output_path, protect=protect)
+    progress(ProgressEvent("save", 1, 1, str(output_path)))
+    return result

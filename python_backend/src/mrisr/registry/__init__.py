@@ -1,0 +1,72 @@
+"""The method registry: methods are data (registry/methods.json and model cards), not code paths."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed integer values of a sampling option, with its default."""
+
+    default: int
+    minimum: int
+    maximum: int
+    multiple_of: int = 1
+
+    def check(self, name: str, flag: str, value: int | None, method: str) -> int:
+        if value is None:
+            return self.default
+        if not self.minimum <= value <= self.maximum or value % self.multiple_of:
+            rule = f"{self.minimum}..{self.maximum}"
+            rule += f", a multiple of {self.multiple_of}" if self.multiple_of > 1 else ""
+            raise InputError(f"{name} {value} is out of range for method {method!r}: use {flag} in {rule}")
+        return value
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered method: how it runs, its defaults and (for learned methods) its model card."""
+
+    name: str
+    kind: str
+    description: str
+    interpolator: str = "bspline"
+    steps: Range | None = None
+    start_step: Range | None = None
+    patch_size: Range | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MethodSpec":
+        ranges = {k: Range(**data[k]) for k in ("steps", "start_step", "patch_size") if k in data}
+        plain = {k: v for k, v in data.items() if k not in ranges}
+        return cls(**plain, **ranges)
+
+
+def _load() -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("methods.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def method_specs() -> dict[str, MethodSpec]:
+    """All registered methods by name, in registry order."""
+    return {m["name"]: MethodSpec.from_dict(m) for m in _load()["methods"]}
+
+
+def default_method() -> str:
+    """The method the CLI and the panel use when none is chosen."""
+    return _load()["default_method"]
+
+
+def get_spec(name: str) -> MethodSpec:
+    """The spec of a method, or an InputError listing the known ones."""
+    specs = method_specs()
+    if name not in specs:
+        raise InputError(f"unknown method {name!r}: choose one of {', '.join(specs)} (see `mrisr methods`)")
+    return specs[name]
