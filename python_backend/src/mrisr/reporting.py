@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -51,11 +52,22 @@ def make_progress(kind: str) -> tuple[ProgressCallback, Callable[[], None]]:
     return no_progress, lambda: None
 
 
+def _strict(value: Any) -> Any:
+    """Replace non-finite floats (e.g. PSNR of identical images = inf) by None: strict JSON has no Infinity."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a JSON report atomically (temporary file, then rename)."""
+    """Write a JSON report atomically (temporary file, then rename), non-finite numbers as null."""
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=float)
+        json.dump(_strict(data), handle, indent=2, sort_keys=True, allow_nan=False)
     os.replace(tmp_name, path)
     return path

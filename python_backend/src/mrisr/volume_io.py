@@ -38,6 +38,21 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def _check_nifti_payload(path: Path) -> None:
+    """ITK zero-fills a truncated NIfTI and turns NaN into 0 without a word; nibabel reads it strictly."""
+    import nibabel
+
+    try:
+        data = np.asanyarray(nibabel.load(str(path)).dataobj)
+    except Exception as exc:  # nibabel raises OSError, EOFError, zlib errors or HeaderDataError
+        raise InputError(
+            f"cannot read {path} as a volume ({str(exc).splitlines()[0][:120]}): the file is corrupt or truncated"
+        ) from None
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(f"{path} has {bad} non-finite voxels (NaN/Inf): fix or mask them before enhancing")
+
+
 def read_volume(path: str | os.PathLike) -> sitk.Image:
     """Read a scalar 3D volume as float32, keeping origin, spacing and direction.
 
@@ -54,6 +69,8 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
             f"cannot read {path} as a volume ({reason[:160]}): the file is corrupt, truncated or not "
             f"NIfTI/NRRD/MHA/DICOM"
         ) from None
+    if _suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_payload(path)
     return validate_volume(image, str(path))
 
 
