@@ -100,16 +100,35 @@ def cmd_degrade(args: argparse.Namespace, progress: ProgressCallback) -> int:
     return 0
 
 
+def _evaluation_mask(choice: str, reference):
+    """The voxels scored: the reference's foreground (auto), all voxels (none) or a mask file."""
+    import SimpleITK as sitk
+
+    from .foreground import foreground_mask
+    from .volume_io import read_volume
+
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return foreground_mask(sitk.GetArrayFromImage(reference))
+    return sitk.GetArrayFromImage(read_volume(choice)) > 0
+
+
 def cmd_evaluate(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from .metrics import evaluate, format_table
     from .reporting import write_json
     from .volume_io import read_volume
 
     lr = read_volume(args.input) if args.input else None
-    scores = evaluate(read_volume(args.prediction), read_volume(args.reference), lr)
+    reference = read_volume(args.reference)
+    mask = _evaluation_mask(args.mask, reference)
+    scores = evaluate(read_volume(args.prediction), reference, lr, mask)
     print(format_table({Path(args.prediction).name: scores}))
+    print(f"PSNR/SSIM over {'all voxels' if mask is None else f'{int(mask.sum()):,} masked voxels'} "
+          f"(mask: {args.mask}); MS-SSIM and GMSD slice-averaged over the whole slices")
     if args.json:
-        write_json({"prediction": str(args.prediction), "reference": str(args.reference), **scores}, args.json)
+        write_json({"prediction": str(args.prediction), "reference": str(args.reference),
+                    "mask": args.mask, **scores}, args.json)
     return 0
 
 
@@ -123,8 +142,9 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrisr", description="MRI super-resolution / image quality transfer")
-    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
-                        help="progress on stderr: tqdm bars, JSON lines (for GUIs) or nothing")
+    parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
+                        help="progress on stderr: tqdm bars with ETA, JSON lines (for GUIs) or nothing; "
+                             "auto = bars on a terminal, nothing otherwise")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -160,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prediction")
     p.add_argument("reference")
     p.add_argument("--input", help="the LR input, for the consistency metric")
+    p.add_argument("--mask", default="auto",
+                   help="voxels for PSNR/SSIM: auto (reference foreground, Otsu), none (all) or a mask file")
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -175,21 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mrisr` command."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    progress, close = make_progress(args.progress)
+    kind = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "none")
+    progress, close = make_progress(kind)
     try:
-        return args.func(args, progress)
+        code = args.func(args, progress)
+        close()
+        return code
     except CancelledError as exc:
+        close()
         print(f"mrisr: cancelled: {exc}", file=sys.stderr)
         return 130
     except MRISRError as exc:
+        close()
         print(f"mrisr: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        close()
         print("mrisr: interrupted; no output was written", file=sys.stderr)
         return 130
-    finally:
-        close()
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -128,7 +128,7 @@ def enhance_file(
     """Read, enhance and atomically write; the inputs are never overwritten and a failure writes nothing."""
     protect = tuple(p for p in (input_path, reference_path) if p is not None)
     check_output_path(output_path, protect)
-    get_spec(options.method or default_method())
+    resolve_settings(get_spec(options.method or default_method()), options)
     progress(ProgressEvent("load", 0, 1, str(input_path)))
     image = read_volume(input_path)
     reference = read_volume(reference_path) if reference_path is not None else None

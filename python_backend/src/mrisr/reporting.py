@@ -6,10 +6,10 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import atomic_output
 from .progress import ProgressCallback, ProgressEvent, no_progress
 
 
@@ -65,9 +65,6 @@ def _strict(value: Any) -> Any:
 
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a JSON report atomically (temporary file, then rename), non-finite numbers as null."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_output(path, ".json") as tmp_name, open(tmp_name, "w", encoding="utf-8") as handle:
         json.dump(_strict(data), handle, indent=2, sort_keys=True, allow_nan=False)
-    os.replace(tmp_name, path)
     return path

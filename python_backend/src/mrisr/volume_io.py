@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_output
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,6 @@ def write_volume(image: sitk.Image, path: str | os.PathLike, *, protect: tuple[s
     """Write atomically (temporary file in the same folder, then rename); never overwrite a protected file."""
     path = check_output_path(path, protect)
     suffix = _suffix(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix) as tmp_name:
         sitk.WriteImage(image, tmp_name, useCompression=suffix in (".nii.gz", ".nrrd", ".mha", ".seg.nrrd"))
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
     return path

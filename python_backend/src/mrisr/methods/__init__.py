@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,10 +47,7 @@ class Method(Protocol):
 
 
 def build_method(spec: MethodSpec) -> Method:
-    """Instantiate the implementation of a registered method kind."""
-    from .interpolation import InterpolationMethod
-
-    kinds = {"interpolation": InterpolationMethod}
-    if spec.kind not in kinds:
-        raise NotImplementedError(f"method kind {spec.kind!r} has no implementation")
-    return kinds[spec.kind](spec)
+    """Instantiate the class the spec names ("module:Class" inside mrisr.methods)."""
+    module_name, class_name = spec.implementation.split(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)(spec)

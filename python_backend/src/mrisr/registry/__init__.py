@@ -1,4 +1,9 @@
-"""The method registry: methods are data (registry/methods.json and model cards), not code paths."""
+"""The method registry: methods are data, not code paths.
+
+Every JSON file in this folder holds a list of method entries ("methods") and may name the default
+method ("default_method", only methods.json does). An entry names its implementation class
+("implementation": "module:Class", relative to mrisr.methods), its option ranges and its config.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ class MethodSpec:
     name: str
     kind: str
     description: str
+    implementation: str = "interpolation:InterpolationMethod"
     interpolator: str = "bspline"
     steps: Range | None = None
     start_step: Range | None = None
@@ -49,19 +55,22 @@ class MethodSpec:
         return cls(**plain, **ranges)
 
 
-def _load() -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("methods.json").read_text(encoding="utf-8")
-    return json.loads(text)
+def _files() -> list[dict[str, Any]]:
+    """The registry files, methods.json first, then the others by name."""
+    folder = resources.files(__package__)
+    names = sorted(e.name for e in folder.iterdir() if e.name.endswith(".json"))
+    names.sort(key=lambda n: n != "methods.json")
+    return [json.loads(folder.joinpath(n).read_text(encoding="utf-8")) for n in names]
 
 
 def method_specs() -> dict[str, MethodSpec]:
     """All registered methods by name, in registry order."""
-    return {m["name"]: MethodSpec.from_dict(m) for m in _load()["methods"]}
+    return {m["name"]: MethodSpec.from_dict(m) for f in _files() for m in f.get("methods", [])}
 
 
 def default_method() -> str:
     """The method the CLI and the panel use when none is chosen."""
-    return _load()["default_method"]
+    return _files()[0]["default_method"]
 
 
 def get_spec(name: str) -> MethodSpec:
