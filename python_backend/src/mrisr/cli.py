@@ -140,6 +140,42 @@ def cmd_demo(args: argparse.Namespace, progress: ProgressCallback) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    import importlib
+    import platform
+    import time
+
+    import torch
+
+    from .reporting import write_json
+
+    module = importlib.import_module(f"mrisr.benchmarks.{args.bench}")
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    results = module.run(args, progress)
+    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    write_json({"benchmark": args.bench, "started": started, "machine": machine, "results": results}, args.out)
+    print(json.dumps(results, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_bench_parsers(sub) -> None:
+    import importlib
+    import pkgutil
+
+    from . import benchmarks
+
+    bench = sub.add_parser("bench", help="speed/memory/quality benchmarks; results go to a JSON file")
+    names = bench.add_subparsers(dest="bench", required=True)
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        module = importlib.import_module(f"mrisr.benchmarks.{info.name}")
+        p = names.add_parser(info.name, help=(module.__doc__ or "").strip().splitlines()[0])
+        p.add_argument("--out", default=f"bench-{info.name}.json", help="where to write the results JSON")
+        module.add_arguments(p)
+        p.set_defaults(func=cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrisr", description="MRI super-resolution / image quality transfer")
     parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
@@ -190,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="lowfield", help="degradation preset for the sample (default lowfield)")
     _add_enhance_options(p)
     p.set_defaults(func=cmd_demo)
+    _add_bench_parsers(sub)
     return parser
 
 

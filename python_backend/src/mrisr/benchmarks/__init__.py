@@ -1,0 +1,1 @@
+"""Benchmarks run by `mrisr bench NAME`; each module exposes `run(args) -> dict`."""

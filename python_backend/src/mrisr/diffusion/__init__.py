@@ -1,0 +1,1 @@
+"""Noise schedules and samplers (they know nothing of patches, slices or files)."""

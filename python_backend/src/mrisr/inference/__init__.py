@@ -1,0 +1,1 @@
+"""Whole-volume inference: adapters that run patch or slice networks over a volume."""

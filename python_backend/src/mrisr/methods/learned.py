@@ -1,0 +1,34 @@
+"""Shared plumbing of learned methods: the model card named by the registry, weights, device, seeds."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..model_store import load_card, load_state_dict
+from ..registry import MethodSpec
+
+
+def card_for(spec: MethodSpec) -> dict[str, Any]:
+    """The model card the registry entry names (config.card); InputError if it is not installed."""
+    return load_card(spec.config["card"])
+
+
+def load_network(card: dict[str, Any], build: Callable[[dict[str, Any]], torch.nn.Module], device: str) -> torch.nn.Module:
+    """Build the network from the card's config, load its verified weights, move it to `device`, eval mode."""
+    network = build(card["network"])
+    network.load_state_dict(load_state_dict(card))
+    return network.to(device).eval()
+
+
+def generator_for(device: str, seed: int) -> torch.Generator:
+    """A seeded generator on the sampling device (no global seeding)."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def autocast_dtype(device: str) -> torch.dtype | None:
+    """Half precision on CUDA (bf16 where supported), full precision on CPU."""
+    if not device.startswith("cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

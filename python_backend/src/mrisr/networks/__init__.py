@@ -1,0 +1,1 @@
+"""Neural networks (they know nothing of noise schedules, patches or files)."""
