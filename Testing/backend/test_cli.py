@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 
 def mrisr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mrisr.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "mrisr.cli", *args], capture_output=True, encoding="utf-8", errors="replace", cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")

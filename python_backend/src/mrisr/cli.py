@@ -31,6 +31,9 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, help="patches or slices per network call")
+    parser.add_argument("--planes", default="auto",
+                        help="2D methods: slice planes, auto or a comma list of axial, coronal, sagittal "
+                             "(several = multi-plane fusion)")
     parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
                         help=f"refuse outputs larger than this many voxels (default {DEFAULT_MAX_VOXELS:,})")
 
@@ -41,7 +44,7 @@ def _enhance_options(args: argparse.Namespace):
     return EnhanceOptions(
         method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
         overlap=args.overlap, target_spacing=args.target_spacing, device=args.device, seed=args.seed,
-        batch_size=args.batch_size, max_voxels=args.max_voxels,
+        batch_size=args.batch_size, max_voxels=args.max_voxels, planes=args.planes,
     )
 
 
@@ -49,8 +52,8 @@ def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from .pipeline import enhance_file
 
     result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress)
-    size = "×".join(str(v) for v in result.image.GetSize())
-    spacing = "×".join(f"{v:g}" for v in result.image.GetSpacing())
+    size = "x".join(str(v) for v in result.image.GetSize())
+    spacing = "x".join(f"{v:g}" for v in result.image.GetSpacing())
     print(f"wrote {args.output}: {size} voxels at {spacing} mm with {result.method} in {result.seconds:.1f} s")
     return 0
 
@@ -94,8 +97,8 @@ def cmd_degrade(args: argparse.Namespace, progress: ProgressCallback) -> int:
     write_volume(lr, args.output, protect=(args.input,))
     if args.hr_grid_output:
         write_volume(on_hr, args.hr_grid_output, protect=(args.input,))
-    size = "×".join(str(v) for v in lr.GetSize())
-    spacing = "×".join(f"{v:g}" for v in lr.GetSpacing())
+    size = "x".join(str(v) for v in lr.GetSize())
+    spacing = "x".join(f"{v:g}" for v in lr.GetSpacing())
     print(f"wrote {args.output}: {size} voxels at {spacing} mm ({config})")
     return 0
 

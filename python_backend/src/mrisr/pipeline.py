@@ -5,6 +5,7 @@ The CLI, the server and the Slicer module call these functions only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -41,6 +42,7 @@ class EnhanceOptions:
     seed: int = 0
     batch_size: int | None = None
     max_voxels: int = DEFAULT_MAX_VOXELS
+    planes: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,22 @@ class EnhanceResult:
     settings: dict
     seconds: float
     timings: dict = field(default_factory=dict)
+
+
+PLANE_NORMALS = {"sagittal": 0, "coronal": 1, "axial": 2}  # patient (LPS) axis each plane is perpendicular to
+
+
+def slice_axes(planes: str, direction: Sequence[float]) -> tuple[int, ...] | None:
+    """Numpy slice axes for named anatomical planes ("coronal,sagittal"), from the image's direction
+    cosines; "auto" (None) lets the method choose."""
+    if planes == "auto":
+        return None
+    names = [p.strip() for p in planes.split(",") if p.strip()]
+    unknown = [n for n in names if n not in PLANE_NORMALS]
+    if not names or unknown:
+        raise InputError(f"planes {planes!r} are invalid: use auto or a comma list of axial, coronal, sagittal")
+    matrix = np.abs(np.asarray(direction, dtype=float).reshape(3, 3))  # rows: patient axes, columns: index axes
+    return tuple(sorted({2 - int(np.argmax(matrix[PLANE_NORMALS[n]])) for n in names}))
 
 
 def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
@@ -76,6 +94,7 @@ def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
         device=resolve_device(options.device),
         seed=int(options.seed),
         batch_size=options.batch_size,
+        slice_axes=None,
     )
 
 
@@ -84,6 +103,13 @@ def output_grid(image: sitk.Image, options: EnhanceOptions) -> Grid:
     grid = Grid.of(image)
     spacing = options.target_spacing or finest_isotropic_spacing(grid)
     return grid_with_spacing(grid, spacing, options.max_voxels)
+
+
+def _normalised_reference(reference: sitk.Image, grid: Grid) -> sitk.Image:
+    """The reference contrast with its own robust [0, 1] scale, resampled (B-spline) onto the output grid."""
+    array = sitk.GetArrayFromImage(validate_volume(reference, "reference"))
+    scaled = Grid.of(reference).image_from_array(robust_scale(array, foreground_mask(array)).apply(array))
+    return resample(scaled, grid, "bspline")
 
 
 def enhance(
@@ -99,13 +125,16 @@ def enhance(
     spec = get_spec(options.method or default_method())
     settings = resolve_settings(spec, options)
     image = validate_volume(image)
+    settings = dataclasses.replace(settings, slice_axes=slice_axes(options.planes, image.GetDirection()))
+    if spec.config.get("needs_reference") and reference is None:
+        raise InputError(f"method {spec.name!r} needs a reference volume of another contrast: pass --reference")
     grid = output_grid(image, options)
     array = sitk.GetArrayFromImage(image)
     mask = foreground_mask(array)
     scale = robust_scale(array, mask)
     lr = Grid.of(image).image_from_array(scale.apply(array))
     out_mask = sitk.GetArrayFromImage(resample(Grid.of(image).image_from_array(mask.astype(np.float32)), grid, "nearest")) > 0.5
-    ref = None if reference is None else resample(validate_volume(reference, "reference"), grid, "bspline")
+    ref = None if reference is None else _normalised_reference(reference, grid)
     cancel.check()
     method = build_method(spec)
     inputs = MethodInput(lr=lr, grid=grid, mask=out_mask, reference=ref, settings=settings)

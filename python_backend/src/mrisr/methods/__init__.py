@@ -25,6 +25,7 @@ class RunSettings:
     device: str
     seed: int
     batch_size: int | None
+    slice_axes: tuple[int, ...] | None = None  # numpy axes for 2D methods; None = the method's default
 
 
 @dataclass(frozen=True)
