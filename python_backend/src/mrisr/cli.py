@@ -74,9 +74,9 @@ def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 
 def _degradation_config(args: argparse.Namespace):
-    from .degradation import PRESETS, DegradationConfig
+    from .degradation import DegradationConfig, get_preset
 
-    config = PRESETS[args.preset] if args.preset else DegradationConfig()
+    config = get_preset(args.preset) if args.preset else DegradationConfig()
     overrides = {
         "axis": args.axis, "slice_thickness": args.thickness, "slice_gap": args.gap,
         "kspace_factor": args.kspace_factor, "downsample_factor": args.downsample,

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .degradation import PRESETS, degrade
-from .errors import InputError
+from .degradation import degrade, get_preset
 from .foreground import foreground_mask
 from .metrics import consistency, evaluate, format_table
 from .pipeline import EnhanceOptions, enhance_file
@@ -21,13 +20,12 @@ from .volume_io import read_volume, write_volume
 def run_demo(folder: Path, options: EnhanceOptions = EnhanceOptions(), preset: str = "lowfield",
              progress: ProgressCallback = no_progress) -> str:
     """Write hr/lr/enhanced volumes and metrics.json into `folder`; return the metrics table."""
-    if preset not in PRESETS:
-        raise InputError(f"unknown degradation preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    config = get_preset(preset)
     folder.mkdir(parents=True, exist_ok=True)
     progress(ProgressEvent("sample", 0, 2, "MNI152 template"))
     hr = mni_image("t1", pad_to_multiple=40)
     write_volume(hr, folder / "hr.nii.gz")
-    lr = degrade(hr, PRESETS[preset])
+    lr = degrade(hr, config)
     write_volume(lr, folder / "lr.nii.gz")
     progress(ProgressEvent("sample", 2, 2, f"degraded with {preset}"))
     options = dataclasses.replace(options, target_spacing=options.target_spacing or hr.GetSpacing())
