@@ -1,0 +1,101 @@
+"""A disk-cached pool of synthetic training pairs, normalised exactly as the inference pipeline does,
+with random 3D blocks and 2D slice stacks drawn from it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..foreground import foreground_mask
+from ..normalization import robust_scale
+from ..synthetic import make_pair
+
+log = logging.getLogger(__name__)
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("MRISR_CACHE", Path.home() / ".cache" / "mrisr")).expanduser() / "pairs"
+
+
+@dataclass(frozen=True)
+class PairArrays:
+    """One pair as (z, y, x) float32 arrays: target `hr` and `condition` share the LR's intensity scale
+    (so the network learns the same mapping the pipeline asks of it), `reference` has its own scale."""
+
+    hr: np.ndarray
+    condition: np.ndarray
+    reference: np.ndarray
+    mask: np.ndarray
+
+
+def _normalised(seed: int, validation: bool) -> PairArrays:
+    pair = make_pair(seed, validation=validation)
+    lr = sitk.GetArrayFromImage(pair.lr)
+    scale = robust_scale(lr, foreground_mask(lr))
+    reference = sitk.GetArrayFromImage(pair.reference)
+    condition = sitk.GetArrayFromImage(pair.condition)
+    return PairArrays(
+        hr=scale.apply(sitk.GetArrayFromImage(pair.hr)),
+        condition=scale.apply(condition),
+        reference=robust_scale(reference, foreground_mask(reference)).apply(reference),
+        mask=foreground_mask(condition),
+    )
+
+
+class PairPool:
+    """`count` synthetic pairs of one split, made on first use and cached as .npz under ~/.cache/mrisr."""
+
+    def __init__(self, count: int, validation: bool = False, folder: Path | None = None):
+        self.count = count
+        self.validation = validation
+        self.folder = folder or cache_folder()
+        self._loaded: dict[int, PairArrays] = {}
+
+    def _path(self, index: int) -> Path:
+        return self.folder / f"{'val' if self.validation else 'train'}_{index:05d}.npz"
+
+    def get(self, index: int) -> PairArrays:
+        """Pair `index` (0 ≤ index < count), from memory, the disk cache, or made now."""
+        if index not in self._loaded:
+            path = self._path(index)
+            if path.exists():
+                with np.load(path) as data:
+                    arrays = PairArrays(**{k: data[k].astype(np.float32 if k != "mask" else bool) for k in data})
+            else:
+                log.info("making synthetic pair %d (%s)", index, "validation" if self.validation else "train")
+                arrays = _normalised(index, self.validation)
+                self.folder.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, hr=arrays.hr.astype(np.float16), condition=arrays.condition.astype(np.float16),
+                         reference=arrays.reference.astype(np.float16), mask=arrays.mask)
+                os.replace(tmp, path)
+            self._loaded[index] = arrays
+        return self._loaded[index]
+
+    def random_block(self, rng: np.random.Generator, size: tuple[int, int, int],
+                     min_foreground: float = 0.3) -> PairArrays:
+        """A random (D, H, W) block of a random pair with at least `min_foreground` foreground (10 tries)."""
+        pair = self.get(int(rng.integers(self.count)))
+        for _ in range(10):
+            start = [int(rng.integers(0, n - s + 1)) for n, s in zip(pair.hr.shape, size)]
+            region = tuple(slice(a, a + s) for a, s in zip(start, size))
+            if pair.mask[region].mean() >= min_foreground:
+                break
+        return PairArrays(*(getattr(pair, f)[region] for f in ("hr", "condition", "reference", "mask")))
+
+    def random_slices(self, rng: np.random.Generator, count: int, size: tuple[int, int],
+                      axes: tuple[int, ...] = (0, 1, 2)) -> PairArrays:
+        """`count` random (H, W) crops of slices along random `axes`, stacked as (count, H, W) arrays."""
+        crops = []
+        for _ in range(count):
+            axis = int(rng.choice(axes))
+            block = [size[0], size[1]]
+            block.insert(axis, 1)
+            crop = self.random_block(rng, tuple(block))
+            crops.append([np.squeeze(getattr(crop, f), axis=axis) for f in ("hr", "condition", "reference", "mask")])
+        return PairArrays(*(np.stack([c[i] for c in crops]) for i in range(4)))
