@@ -163,6 +163,43 @@ def cmd_bench(args: argparse.Namespace, progress: ProgressCallback) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    import importlib
+
+    from .device import resolve_device
+    from .errors import InputError
+    from .training.trainer import TrainConfig, Trainer
+
+    try:
+        tasks = importlib.import_module(f"mrisr.training.tasks.{args.method}")
+    except ModuleNotFoundError:
+        raise InputError(f"method {args.method!r} has no training recipe: see `mrisr methods`") from None
+    task = tasks.make_task(args.preset, args)
+    config = TrainConfig(steps=args.steps, out=Path(args.out), learning_rate=args.lr, seed=args.seed,
+                         device=resolve_device(args.device), validate_every=args.validate_every,
+                         checkpoint_every=args.checkpoint_every)
+    card = Trainer(task, config, progress).run(time_budget=args.time_budget)
+    print(f"wrote {card}" if card else f"paused; checkpoint in {args.out} (run the same command to resume)")
+    return 0
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a method's network on synthetic pairs (resumable; works under torchrun)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
+    p.add_argument("--steps", type=int, required=True, help="total optimiser steps")
+    p.add_argument("--out", required=True, help="folder for checkpoint, log, final weights and model card")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: the recipe's)")
+    p.add_argument("--pairs", type=int, default=16, help="synthetic training volumes in the pool (default 16)")
+    p.add_argument("--validate-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--time-budget", type=float, help="pause with a checkpoint after this many seconds")
+    p.set_defaults(func=cmd_train)
+
+
 def _add_bench_parsers(sub) -> None:
     import importlib
     import pkgutil
@@ -230,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enhance_options(p)
     p.set_defaults(func=cmd_demo)
     _add_bench_parsers(sub)
+    _add_train_parser(sub)
     return parser
 
 
