@@ -284,6 +284,16 @@ def degrade(image: sitk.Image, config: DegradationConfig,
     return image
 
 
+def acquire_on_grid(image: sitk.Image, grid: Grid) -> sitk.Image:
+    """Re-acquire `image` on a coarser `grid` (same direction): a Gaussian profile with FWHM = the grid
+    spacing along each axis where it is coarser, then linear resampling. The forward model behind the
+    consistency metric (PDM Eq. 20)."""
+    source = Grid.of(image)
+    fwhm = tuple(t if t > s else 0.0 for t, s in zip(grid.spacing, source.spacing))
+    blurred = _gaussian_blur_mm(sitk.GetArrayFromImage(image), source.spacing, fwhm)
+    return resample(source.image_from_array(blurred), grid, "linear")
+
+
 def degrade_to_hr_grid(image: sitk.Image, config: DegradationConfig, interpolator: str = "bspline",
                        tissue_maps: dict[str, np.ndarray] | None = None) -> tuple[sitk.Image, sitk.Image]:
     """(LR volume, LR resampled back onto the input grid): a training or evaluation pair for `image`."""

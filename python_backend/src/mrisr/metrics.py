@@ -13,8 +13,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .degradation import acquire_on_grid
 from .errors import InputError
-from .geometry import Grid, resample
+from .geometry import Grid
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5  # window radius int(3.5 * 1.5 + 0.5) = 5 voxels, i.e. 11 wide, as in Wang et al. 2004
@@ -22,7 +23,6 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 SSIM_WINDOW = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 GMSD_C = 170.0
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548
 GRID_TOLERANCE = 1e-4
 
 
@@ -188,23 +188,6 @@ def gmsd(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> 
         similarity = (2 * m_pred * m_ref + GMSD_C) / (m_pred ** 2 + m_ref ** 2 + GMSD_C)
         scores.append(float(similarity.std()))
     return float(np.mean(scores)) if scores else float("nan")
-
-
-def acquire_on_grid(image: sitk.Image, grid: Grid) -> sitk.Image:
-    """Simulate acquiring `image` on `grid`: Gaussian slice profile, then linear resampling onto `grid`.
-
-    Along each index axis where the grid spacing exceeds the image's, the profile's FWHM equals the grid
-    spacing (sigma = FWHM / 2.3548 mm); other axes are not blurred. Assumes both share a direction.
-    """
-    spacing = np.asarray(image.GetSpacing(), dtype=float)
-    target = np.asarray(grid.spacing, dtype=float)
-    sigma_mm = np.where(target > spacing, target / FWHM_PER_SIGMA, 0.0)
-    blurred = sitk.Cast(image, sitk.sitkFloat32)
-    if np.any(sigma_mm > 0):
-        width = int(max(32, 2 * np.ceil(4 * np.max(sigma_mm / spacing)) + 1))
-        variance = [float(v) for v in sigma_mm ** 2]
-        blurred = sitk.DiscreteGaussian(blurred, variance, width, 0.001, True)
-    return resample(blurred, grid, "linear")
 
 
 def consistency(output: sitk.Image, lr: sitk.Image) -> float:
