@@ -72,6 +72,13 @@ def slice_axes(planes: str, direction: Sequence[float]) -> tuple[int, ...] | Non
     return tuple(sorted({2 - int(np.argmax(matrix[PLANE_NORMALS[n]])) for n in names}))
 
 
+def _device_for(spec: MethodSpec, device: str) -> str:
+    """Interpolation runs on the CPU without importing torch unless a GPU was asked for explicitly."""
+    if spec.kind == "interpolation" and device in ("auto", "cpu"):
+        return "cpu"
+    return resolve_device(device)
+
+
 def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
     """Apply the method's defaults and check every option against its allowed range."""
     def ranged(name: str, flag: str, value: int | None) -> int | None:
@@ -91,7 +98,7 @@ def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
         start_step=ranged("start_step", "--start-step", options.start_step),
         patch_size=ranged("patch_size", "--patch-size", options.patch_size),
         overlap=float(options.overlap),
-        device=resolve_device(options.device),
+        device=_device_for(spec, options.device),
         seed=int(options.seed),
         batch_size=options.batch_size,
         slice_axes=None,

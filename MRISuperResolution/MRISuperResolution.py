@@ -1,0 +1,452 @@
+"""MRISuperResolution: enhance low-field / thick-slice MRI volumes with the mrisr backend.
+
+Module, Widget, Logic and Test. The widget is Qt only; everything else lives in
+MRISuperResolutionLib (importable without Qt) so that the logic is the Python-console API:
+
+    from MRISuperResolution import MRISuperResolutionLogic
+    logic = MRISuperResolutionLogic()
+    out = logic.enhance(slicer.util.getNode("MRHead"), method="bspline", showResults=True)
+"""
+
+import importlib
+import sys
+from typing import Annotated, Optional
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper, parameterPack
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from MRISuperResolutionLib import EnhanceError, EnhanceLogic, EnhanceParameters
+from MRISuperResolutionLib import dependencies, estimates, nodeio
+from MRISuperResolutionLib.layout import LAYOUT_ID
+from MRISuperResolutionLib.parameters import panelOptions
+
+PYTHON_SETTING = "MRISuperResolution/PythonExecutable"
+LIB_MODULES = ("parameters", "process", "estimates", "dependencies", "nodeio", "difference", "layout", "logic")
+POLL_INTERVAL_MS = 100
+TORCH_REQUIREMENT = ">=2.2"  # as python_backend/pyproject.toml
+
+
+class MRISuperResolution(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MRI Super-Resolution")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MRISuperResolution developers"]
+        self.parent.helpText = _(
+            "Enhance low-field or thick-slice MRI volumes: interpolation baselines and diffusion-based "
+            "super-resolution / image quality transfer (DiffusionIQT, Res-SRDiff, SR3 partial diffusion, "
+            "DiffMSR). The result gets its own, finer voxel grid; input, enhanced volume and their "
+            "difference are shown side by side in linked views.")
+        self.parent.acknowledgementText = _(
+            "Uses PyTorch (through the PyTorch extension), SimpleITK and the MNI152 template shipped with nilearn.")
+
+
+@parameterPack
+class Spacing:
+    x: Annotated[float, WithinRange(0.05, 20.0)] = 1.0
+    y: Annotated[float, WithinRange(0.05, 20.0)] = 1.0
+    z: Annotated[float, WithinRange(0.05, 20.0)] = 1.0
+
+
+@parameterNodeWrapper
+class MRISuperResolutionParameterNode:
+    """The panel's state, saved with the scene. Method and device are bound by hand (their choices
+    come from the backend at run time)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    referenceVolume: vtkMRMLScalarVolumeNode
+    outputVolume: vtkMRMLScalarVolumeNode
+    method: str = ""
+    steps: Annotated[int, WithinRange(1, 10000)] = 50
+    startStep: Annotated[int, WithinRange(0, 10000)] = 0
+    patchSize: Annotated[int, WithinRange(8, 1024)] = 64
+    overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.25
+    autoSpacing: bool = True
+    targetSpacing: Spacing
+    device: str = "auto"
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    showResults: bool = True
+
+
+class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._probe = None
+        self._probeTimer = qt.QTimer()
+        self._probeTimer.setInterval(POLL_INTERVAL_MS)
+        self._probeTimer.timeout.connect(self._onProbeTick)
+        self._backendStatus = None
+        self._updatingFromParameterNode = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MRISuperResolution.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MRISuperResolutionLogic()
+        self.ui.pythonPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Executable
+        self.ui.pythonPathLineEdit.currentPath = qt.QSettings().value(PYTHON_SETTING, "")
+        self.logic.pythonExecutable = self.ui.pythonPathLineEdit.currentPath or None
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.methodComboBox.currentIndexChanged.connect(self.onMethodSelected)
+        self.ui.deviceComboBox.currentIndexChanged.connect(self.onDeviceSelected)
+        self.ui.enhanceButton.clicked.connect(lambda: self.onEnhanceButton())
+        self.ui.showComparisonButton.clicked.connect(lambda: self.onShowComparison())
+        self.ui.axialButton.clicked.connect(lambda: self.logic.setOrientation("Axial"))
+        self.ui.coronalButton.clicked.connect(lambda: self.logic.setOrientation("Coronal"))
+        self.ui.sagittalButton.clicked.connect(lambda: self.logic.setOrientation("Sagittal"))
+        self.ui.restoreLayoutButton.clicked.connect(lambda: self.logic.restorePreviousLayout())
+        self.ui.pythonPathLineEdit.currentPathChanged.connect(self.onPythonChanged)
+        self.ui.checkBackendButton.clicked.connect(lambda: self.startProbe())
+        self.ui.installButton.clicked.connect(lambda: self.onInstall())
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        self._probeTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        if self._backendStatus is None and self._probe is None:
+            self.startProbe()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Reload the Lib modules too (importlib, in dependency order), then the module itself."""
+        for name in LIB_MODULES:
+            importlib.reload(sys.modules[f"MRISuperResolutionLib.{name}"])
+        importlib.reload(sys.modules["MRISuperResolutionLib"])
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    # Parameter node
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[MRISuperResolutionParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.fillMethods()
+            self.onParameterNodeModified()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        """The parameter node changed (the GUI bindings wrote to it): update what depends on it."""
+        if self._updatingFromParameterNode or self._parameterNode is None:
+            return
+        self._updatingFromParameterNode = True
+        try:
+            self.updateSpacing()
+            self.updateEstimate()
+            self.updateButtons()
+        finally:
+            self._updatingFromParameterNode = False
+
+    # Backend: methods and devices come from the interpreter that runs it
+
+    def startProbe(self) -> None:
+        """Ask the backend's interpreter (in the background) for its methods, torch and GPUs."""
+        if self._probe is not None:
+            return
+        self.ui.backendStatusLabel.text = _("checking…")
+        self._probe = dependencies.startProbe(self.logic.python())
+        self._probeTimer.start()
+
+    def _onProbeTick(self) -> None:
+        if not self._probe.finished:
+            return
+        self._probeTimer.stop()
+        self.setBackendStatus(dependencies.statusFromProbe(self.logic.python(), self._probe))
+        self._probe = None
+
+    def setBackendStatus(self, status) -> None:
+        self._backendStatus = status
+        self.ui.backendStatusLabel.text = status.summary()
+        if status.catalog is not None:
+            self.logic.setMethodCatalog(status.catalog)
+        self.fillMethods()
+        self.fillDevices()
+        if self._parameterNode is not None:
+            self.onParameterNodeModified()
+
+    def onPythonChanged(self, path: str) -> None:
+        qt.QSettings().setValue(PYTHON_SETTING, path)
+        self.logic.pythonExecutable = path or None
+        self.logic.setMethodCatalog(None)
+        self._backendStatus = None
+        self.startProbe()
+
+    def fillMethods(self) -> None:
+        catalog = self.logic.cachedCatalog()
+        if catalog is None or self._parameterNode is None:
+            return
+        combo = self.ui.methodComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for method in catalog.methods:
+            combo.addItem(f"{method.name} ({method.kind})", method.name)
+        chosen = self._parameterNode.method if self._parameterNode.method in catalog.names else catalog.defaultMethod
+        combo.currentIndex = catalog.names.index(chosen)
+        combo.blockSignals(wasBlocked)
+        self.applyMethod(catalog.get(chosen), resetValues=chosen != self._parameterNode.method)
+
+    def fillDevices(self) -> None:
+        combo = self.ui.deviceComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for label, value in self._backendStatus.deviceChoices():
+            combo.addItem(label, value)
+        index = combo.findData(self._parameterNode.device if self._parameterNode else "auto")
+        combo.currentIndex = max(0, index)
+        combo.blockSignals(wasBlocked)
+
+    def onMethodSelected(self, index: int) -> None:
+        catalog = self.logic.cachedCatalog()
+        if catalog is None or index < 0:
+            return
+        self.applyMethod(catalog.get(self.ui.methodComboBox.itemData(index)), resetValues=True)
+
+    def onDeviceSelected(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.device = self.ui.deviceComboBox.itemData(index)
+
+    def applyMethod(self, method, resetValues: bool) -> None:
+        """Show the method's options only, with its ranges (and its defaults when newly chosen)."""
+        self._parameterNode.method = method.name
+        visible = panelOptions(method)
+        rows = {"steps": ("stepsLabel", "stepsSpinBox"), "startStep": ("startStepLabel", "startStepSpinBox"),
+                "patchSize": ("patchSizeLabel", "patchSizeSpinBox"), "overlap": ("overlapLabel", "overlapSliderWidget"),
+                "reference": ("referenceLabel", "referenceSelector")}
+        for option, widgets in rows.items():
+            for name in widgets:
+                getattr(self.ui, name).visible = visible[option]
+        for option in ("steps", "startStep", "patchSize"):
+            allowed = method.optionRange(option)
+            if allowed is None:
+                continue
+            spinBox = getattr(self.ui, f"{option}SpinBox")
+            spinBox.setRange(allowed.minimum, allowed.maximum)
+            spinBox.singleStep = allowed.multipleOf
+            if resetValues:
+                setattr(self._parameterNode, option, allowed.default)
+        self.ui.methodDescriptionLabel.text = method.description
+
+    def updateSpacing(self) -> None:
+        """With automatic spacing, show the input's finest spacing (the backend's default) and lock it."""
+        auto = self._parameterNode.autoSpacing
+        self.ui.targetSpacingWidget.enabled = not auto
+        inputNode = self._parameterNode.inputVolume
+        if auto and inputNode is not None and inputNode.GetImageData() is not None:
+            x, y, z = nodeio.defaultTargetSpacing(inputNode)
+            current = self._parameterNode.targetSpacing
+            if (current.x, current.y, current.z) != (x, y, z):
+                self._parameterNode.targetSpacing = Spacing(x=x, y=y, z=z)
+
+    def targetSpacing(self):
+        spacing = self._parameterNode.targetSpacing
+        return None if self._parameterNode.autoSpacing else (spacing.x, spacing.y, spacing.z)
+
+    def updateEstimate(self) -> None:
+        catalog = self.logic.cachedCatalog()
+        inputNode = self._parameterNode.inputVolume
+        if catalog is None or inputNode is None or inputNode.GetImageData() is None \
+                or self._parameterNode.method not in catalog.names:
+            self.ui.timeEstimateLabel.text = ""
+            return
+        method = catalog.get(self._parameterNode.method)
+        voxels = nodeio.outputVoxelCount(inputNode, self.targetSpacing())
+        steps = self._parameterNode.steps if method.steps is not None else None
+        self.ui.timeEstimateLabel.text = estimates.describeEstimate(method, voxels, steps)
+
+    # Run
+
+    def updateButtons(self) -> None:
+        running = self._job is not None and self._job.running
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.enhanceButton.text = _("Cancel") if running else _("Enhance")
+        self.ui.enhanceButton.enabled = running or ready
+        self.ui.enhanceButton.toolTip = (_("Stop the backend; the scene stays as it was.") if running else
+                                         _("Enhance the input volume.") if ready else _("Select an input volume first."))
+        self.ui.progressBar.visible = running
+        for name in ("inputsCollapsibleButton", "methodCollapsibleButton", "advancedCollapsibleButton"):
+            getattr(self.ui, name).enabled = not running
+
+    def onEnhanceButton(self) -> None:
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Enhancement could not start."), waitCursor=True):
+            if not self.ensureBackend():
+                return
+            node = self._parameterNode
+            method = self.logic.methodCatalog().get(node.method or None)
+            parameters = EnhanceParameters(method.name, node.steps, node.startStep, node.patchSize, node.overlap,
+                                           self.targetSpacing(), node.device, node.seed).forMethod(method)
+            self._job = self.logic.start(node.inputVolume, parameters, node.referenceVolume, node.outputVolume,
+                                         onProgress=self.onJobProgress, onFinished=self.onJobFinished)
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = self._job.statusText()
+            self.updateButtons()
+
+    def onJobProgress(self, job) -> None:
+        self.ui.progressBar.value = int(round(100 * job.fraction))
+        self.ui.statusLabel.text = job.statusText()
+
+    def onJobFinished(self, job) -> None:
+        self.ui.statusLabel.text = job.statusText()
+        self.updateButtons()
+        if job.state == "succeeded":
+            parameterNode = self.logic.getParameterNode()  # the panel may have been left meanwhile
+            parameterNode.outputVolume = job.outputNode
+            if parameterNode.showResults:
+                self.logic.showComparison(job.outputNode)
+        elif job.state == "failed":
+            slicer.util.errorDisplay(_("Enhancement failed: {message}").format(message=job.errorMessage))
+
+    def ensureBackend(self) -> bool:
+        """True when the backend can run; offers to install it into Slicer's Python once, never silently."""
+        if self._backendStatus is None or not self._backendStatus.ready:
+            self.setBackendStatus(dependencies.probeBackend(self.logic.python()))
+        if self._backendStatus.ready:
+            return True
+        if self.logic.pythonExecutable:
+            raise EnhanceError(_("The configured Python cannot run the backend: {problems}").format(
+                problems=self._backendStatus.summary()))
+        return self.onInstall()
+
+    def onInstall(self) -> bool:
+        if not slicer.util.confirmOkCancelDisplay(
+                _("MRISuperResolution needs PyTorch (installed by the PyTorch extension) and its mrisr backend "
+                  "in Slicer's Python. Download and install them now? This takes a few minutes."),
+                windowTitle=_("Install dependencies")):
+            return False
+        with slicer.util.tryWithErrorDisplay(_("Installation failed."), waitCursor=True):
+            self.logic.installDependencies()
+        self.setBackendStatus(dependencies.probeBackend(self.logic.python()))
+        return self._backendStatus.ready
+
+    def onShowComparison(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
+            outputNode = self._parameterNode.outputVolume
+            if outputNode is None:
+                raise EnhanceError(_("Enhance a volume first (or select an enhanced volume as output)."))
+            self.logic.showComparison(outputNode)
+
+
+class MRISuperResolutionLogic(ScriptedLoadableModuleLogic, EnhanceLogic):
+    """The module logic and Python-console API (see EnhanceLogic.enhance). In Slicer a Qt timer polls
+    running jobs, so `enhance(..., blocking=False)` returns at once and calls back on the main thread."""
+
+    def __init__(self, pythonExecutable: Optional[str] = None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        EnhanceLogic.__init__(self, pythonExecutable=pythonExecutable, tempRoot=slicer.app.temporaryPath)
+        self.idle = slicer.app.processEvents
+        self._timers = {}
+
+    def getParameterNode(self):
+        return MRISuperResolutionParameterNode(super().getParameterNode())
+
+    def schedulePolling(self, job) -> None:
+        timer = qt.QTimer()
+        timer.setInterval(POLL_INTERVAL_MS)
+
+        def tick():
+            if not job.poll():
+                timer.stop()
+                self._timers.pop(id(job), None)
+
+        timer.timeout.connect(tick)
+        self._timers[id(job)] = timer
+        timer.start()
+
+    def installDependencies(self) -> None:
+        """PyTorch through the PyTorch extension, then the backend and its requirements with pip."""
+        def installTorch():
+            try:
+                import PyTorchUtils
+            except ImportError:
+                raise EnhanceError(_("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")) from None
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled() and torchLogic.installTorch(
+                    askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+                raise EnhanceError(_("PyTorch was not installed."))
+
+        dependencies.installBackend(slicer.util.pip_install, installTorch)
+
+
+class MRISuperResolutionTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Reload and Test, or ctest). The same checks run outside Slicer on slicer-core
+    in Testing/slicer of the repository."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_EnhanceSyntheticVolume()
+
+    def test_EnhanceSyntheticVolume(self):
+        import numpy as np
+
+        self.delayDisplay("Starting the test")
+        logic = MRISuperResolutionLogic()
+        status = dependencies.probeBackend(logic.python())
+        if not status.ready:
+            self.delayDisplay(f"Backend not installed ({status.summary()}): test skipped")
+            return
+        k, j, i = np.mgrid[0:12, 0:48, 0:40]
+        ball = (((i - 20) / 16.0) ** 2 + ((j - 24) / 20.0) ** 2 + ((k - 6) / 5.0) ** 2 < 1).astype(np.float32)
+        ijkToRAS = np.diag([1.0, 1.0, 4.0, 1.0])
+        inputNode = slicer.util.addVolumeFromArray(100.0 * ball, ijkToRAS, name="ball")
+        outputNode = logic.enhance(inputNode, method="linear", showResults=True)
+        self.assertEqual(outputNode.GetImageData().GetDimensions(), (40, 48, 48))
+        self.assertEqual(tuple(round(s, 4) for s in outputNode.GetSpacing()), (1.0, 1.0, 1.0))
+        values = slicer.util.arrayFromVolume(outputNode)
+        self.assertTrue(0.0 <= values.min() and values.max() <= 100.0)
+        layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+        self.assertEqual(layoutNode.GetViewArrangement(), LAYOUT_ID)
+        self.assertTrue(logic.restorePreviousLayout())
+        self.delayDisplay("Test passed")

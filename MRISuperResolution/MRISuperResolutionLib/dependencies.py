@@ -1,0 +1,194 @@
+"""Is the backend usable from a given Python, and how to install it into Slicer's Python.
+
+Nothing is checked or installed at import time. Installing is: torch through the PyTorch extension
+(the caller passes its installer), then the packages of Resources/requirements.txt, then the backend
+itself with --no-deps, all under a constraints file that pins the numpy and SimpleITK Slicer ships.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .parameters import EnhanceError, MethodCatalog
+from .process import BackendProcess, defaultPythonExecutable
+
+MODULE_DIR = Path(__file__).resolve().parent.parent
+REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
+BACKEND_FOLDER_NAME = "MRISuperResolutionBackend"
+PROTECTED_PACKAGES = ("numpy", "SimpleITK")
+
+PROBE_SCRIPT = r"""
+import dataclasses, json, sys
+report = {"python": sys.version.split()[0]}
+try:
+    import mrisr
+    from mrisr.registry import default_method, method_specs
+    report["mrisr"] = getattr(mrisr, "__version__", "installed")
+    report["registry"] = {"default_method": default_method(),
+                          "methods": [dataclasses.asdict(s) for s in method_specs().values()]}
+except Exception as exc:
+    report["mrisr_error"] = f"{type(exc).__name__}: {exc}"
+try:
+    import torch
+    report["torch"] = torch.__version__
+    cuda = torch.cuda.is_available()
+    report["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+except Exception as exc:
+    report["torch_error"] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(report))
+"""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What one Python interpreter offers: the backend, torch and the CUDA GPUs."""
+
+    pythonExecutable: str
+    mrisrVersion: Optional[str] = None
+    torchVersion: Optional[str] = None
+    cudaDevices: tuple[str, ...] = ()
+    catalog: Optional[MethodCatalog] = None
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ready(self) -> bool:
+        return self.mrisrVersion is not None and self.torchVersion is not None and self.catalog is not None
+
+    def deviceChoices(self) -> list[tuple[str, str]]:
+        """(label, --device value) pairs: auto, CPU and each CUDA GPU."""
+        choices = [("auto (GPU if available)", "auto"), ("CPU", "cpu")]
+        choices += [(f"GPU {i}: {name}", f"cuda:{i}") for i, name in enumerate(self.cudaDevices)]
+        return choices
+
+    def summary(self) -> str:
+        if not self.ready:
+            return "; ".join(self.problems) or "backend not checked yet"
+        gpus = f"{len(self.cudaDevices)} CUDA GPU(s)" if self.cudaDevices else "no CUDA GPU"
+        return f"mrisr {self.mrisrVersion}, torch {self.torchVersion}, {gpus}"
+
+
+def probeCommand(pythonExecutable: Optional[str] = None) -> list[str]:
+    return [pythonExecutable or defaultPythonExecutable(), "-c", PROBE_SCRIPT]
+
+
+def startProbe(pythonExecutable: Optional[str] = None) -> BackendProcess:
+    """Start the probe in the background (for a panel that must stay responsive); see statusFromProbe."""
+    try:
+        return BackendProcess(probeCommand(pythonExecutable)).start()
+    except FileNotFoundError as exc:
+        return _FailedStart(str(exc))
+
+
+def statusFromProbe(pythonExecutable: Optional[str], process: BackendProcess) -> BackendStatus:
+    """The status a finished probe process reported."""
+    python = pythonExecutable or defaultPythonExecutable()
+    return parseProbeOutput(python, process.returncode, process.stdoutLines, process.stderrLines)
+
+
+def probeBackend(pythonExecutable: Optional[str] = None, timeout: float = 180.0) -> BackendStatus:
+    """Run a short script in the backend's interpreter and report what it found (takes a few seconds)."""
+    python = pythonExecutable or defaultPythonExecutable()
+    try:
+        completed = subprocess.run(probeCommand(python), capture_output=True, text=True, timeout=timeout,
+                                   stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return BackendStatus(python, problems=(f"cannot run the Python interpreter {python!r}: {exc}",))
+    return parseProbeOutput(python, completed.returncode, completed.stdout.splitlines(), completed.stderr.splitlines())
+
+
+def parseProbeOutput(python: str, returncode: Optional[int], stdoutLines: Sequence[str],
+                     stderrLines: Sequence[str]) -> BackendStatus:
+    reports = [line for line in stdoutLines if line.startswith("{")]
+    if returncode != 0 or not reports:
+        tail = ([line for line in stderrLines if line.strip()] or ["no output"])[-1]
+        return BackendStatus(python, problems=(f"{python} failed to start: {tail}",))
+    report = json.loads(reports[-1])
+    problems = []
+    if "mrisr_error" in report:
+        problems.append(f"the mrisr backend is not installed in {python} ({report['mrisr_error']})")
+    if "torch_error" in report:
+        problems.append(f"PyTorch is not installed in {python} ({report['torch_error']})")
+    catalog = MethodCatalog.fromRegistry(report["registry"]) if "registry" in report else None
+    return BackendStatus(python, report.get("mrisr"), report.get("torch"), tuple(report.get("cuda", ())), catalog,
+                         tuple(problems))
+
+
+class _FailedStart:
+    """A probe whose interpreter could not be started: finished at once, with the reason on stderr."""
+
+    def __init__(self, reason: str) -> None:
+        self.finished, self.returncode, self.stdoutLines, self.stderrLines = True, None, [], [reason]
+
+
+def loadCatalog(pythonExecutable: Optional[str] = None, timeout: float = 120.0) -> MethodCatalog:
+    """The method registry through `mrisr methods --json` (quick: it does not import torch)."""
+    python = pythonExecutable or defaultPythonExecutable()
+    try:
+        completed = subprocess.run([python, "-m", "mrisr.cli", "methods", "--json"], capture_output=True, text=True,
+                                   timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnhanceError(f"cannot run the backend with {python!r}: {exc}") from None
+    if completed.returncode != 0:
+        tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnhanceError(f"the mrisr backend is not usable from {python} ({tail}): install it first")
+    return MethodCatalog.fromRegistry(json.loads(completed.stdout))
+
+
+def readRequirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """The requirement lines of a requirements file, without comments and blank lines."""
+    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line]
+
+
+def backendSourceDir() -> Optional[Path]:
+    """The backend's source (a folder with pyproject.toml): $MRISR_BACKEND_SOURCE, installed or checkout copy."""
+    candidates = [os.environ.get("MRISR_BACKEND_SOURCE"),
+                  MODULE_DIR.parent / BACKEND_FOLDER_NAME / "python_backend",
+                  MODULE_DIR.parent / "python_backend"]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "pyproject.toml").is_file():
+            return Path(candidate)
+    return None
+
+
+def protectedConstraints(packages: Sequence[str] = PROTECTED_PACKAGES) -> list[str]:
+    """`name==version` pins of the packages this Python already has, so pip never replaces them."""
+    pins = []
+    for name in packages:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def pipInstallSteps(constraintsFile: str, backendSource: Path, requirementsFile: Path = REQUIREMENTS_FILE) -> list[list[str]]:
+    """The pip argument lists that install the backend's dependencies, then the backend without deps."""
+    return [["-r", str(requirementsFile), "-c", constraintsFile],
+            ["--no-deps", str(backendSource)]]
+
+
+def installBackend(pipInstall: Callable[[list[str]], None], installTorch: Optional[Callable[[], None]] = None,
+                   backendSource: Optional[Path] = None) -> None:
+    """Install torch (through `installTorch`, e.g. the PyTorch extension), the requirements and the backend.
+
+    `pipInstall` receives pip arguments (after `pip install`), e.g. `slicer.util.pip_install`.
+    """
+    source = backendSource or backendSourceDir()
+    if source is None:
+        raise EnhanceError("the backend source (python_backend with pyproject.toml) was not found next to the module: "
+                           "set MRISR_BACKEND_SOURCE to it")
+    if installTorch is not None:
+        installTorch()
+    with tempfile.TemporaryDirectory(prefix="MRISR-pip-") as folder:
+        constraints = Path(folder) / "constraints.txt"
+        constraints.write_text("\n".join(protectedConstraints()) + "\n", encoding="utf-8")
+        for args in pipInstallSteps(str(constraints), source):
+            pipInstall(args)

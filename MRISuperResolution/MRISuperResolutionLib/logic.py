@@ -1,0 +1,331 @@
+"""Enhance a volume node with the backend in a background process and bring the result into the scene.
+
+`EnhanceLogic` is the module's logic without Qt: the Slicer module's Logic class adds the parameter
+node and Qt-timer polling on top of it, and the tests drive it on a plain slicer-core scene.
+
+The scene changes only when a run succeeds: the enhanced volume (its own geometry), the input
+resampled onto that grid ("interpolated") and their difference are built outside the scene first and
+added in one go; on failure or cancel nothing is added and the temporary folder is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Optional, Sequence
+
+import slicer
+
+from . import difference as diff
+from . import nodeio
+from .dependencies import loadCatalog
+from .layout import ComparisonLayout
+from .parameters import EnhanceCancelled, EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo
+from .process import BackendProcess, ProgressUpdate, backendCommand, defaultPythonExecutable
+
+log = logging.getLogger(__name__)
+
+INPUT_ROLE = "MRISuperResolution.Input"
+INTERPOLATED_ROLE = "MRISuperResolution.Interpolated"
+DIFFERENCE_ROLE = "MRISuperResolution.Difference"
+ATTRIBUTE_PREFIX = "MRISuperResolution."
+TEMP_PREFIX = "MRISR-"
+FILE_SUFFIX = ".nii"
+DIFFERENCE_INTERPOLATION = "linear"
+
+RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+
+class EnhanceJob:
+    """One enhancement in progress. Call `poll()` from the main thread (a timer in Slicer) or `wait()`."""
+
+    def __init__(self, logic: "EnhanceLogic", process: BackendProcess, workDir: str, inputNode, outputNode,
+                 method: MethodInfo, parameters: EnhanceParameters,
+                 onProgress: Optional[Callable[["EnhanceJob"], None]] = None,
+                 onFinished: Optional[Callable[["EnhanceJob"], None]] = None) -> None:
+        self.logic = logic
+        self.process = process
+        self.workDir = workDir
+        self.inputNode = inputNode
+        self.requestedOutputNode = outputNode
+        self.method = method
+        self.parameters = parameters
+        self.onProgress = onProgress
+        self.onFinished = onFinished
+        self.state = RUNNING
+        self.progress: Optional[ProgressUpdate] = None
+        self.fraction = 0.0
+        self.outputNode = None
+        self.errorMessage = ""
+        self.started = time.monotonic()
+        self.seconds: Optional[float] = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+    def statusText(self) -> str:
+        if self.state == RUNNING:
+            return f"{self.method.name}: {self.progress.text()}" if self.progress else f"{self.method.name}: starting"
+        if self.state == SUCCEEDED:
+            return f"{self.method.name} finished in {self.seconds:.1f} s"
+        if self.state == CANCELLED:
+            return "cancelled: the scene was left unchanged"
+        return f"failed: {self.errorMessage}"
+
+    def poll(self) -> bool:
+        """Take in new progress; finish up when the process has ended. True while still running."""
+        if self.state != RUNNING:
+            return False
+        updates = self.process.poll()
+        for update in updates:
+            self.progress = update
+            self.fraction = max(self.fraction, update.overallFraction)
+        if updates:
+            self._call(self.onProgress)
+        if not self.process.finished:
+            return True
+        self._finish()
+        return False
+
+    def cancel(self) -> None:
+        """Kill the backend's process tree; nothing is added to the scene."""
+        if self.state == RUNNING:
+            self.process.cancel()
+            self.poll()
+
+    def wait(self, idle: Optional[Callable[[], None]] = None, interval: float = 0.05,
+             timeout: Optional[float] = None):
+        """Block until done (calling `idle` between polls) and return the output node, or raise."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                raise EnhanceError(f"the backend did not finish within {timeout:g} s and was stopped")
+            if idle is not None:
+                idle()
+            time.sleep(interval)
+        return self.result()
+
+    def result(self):
+        """The output node of a finished job; EnhanceCancelled / EnhanceError for the other outcomes."""
+        if self.state == SUCCEEDED:
+            return self.outputNode
+        if self.state == CANCELLED:
+            raise EnhanceCancelled(self.errorMessage)
+        if self.state == FAILED:
+            raise EnhanceError(self.errorMessage)
+        raise EnhanceError("the enhancement is still running")
+
+    def _finish(self) -> None:
+        try:
+            if self.process.cancelled:
+                self.state, self.errorMessage = CANCELLED, "cancelled by the user; the scene was left unchanged"
+            elif self.process.returncode != 0:
+                self.state, self.errorMessage = FAILED, self.process.errorMessage()
+            else:
+                self.outputNode = self.logic.importResult(self)
+                self.state, self.fraction = SUCCEEDED, 1.0
+        except EnhanceError as exc:
+            self.state, self.errorMessage = FAILED, str(exc)
+        except Exception as exc:  # an unexpected failure while loading: report it, keep the scene as it was
+            log.exception("loading the enhanced volume failed")
+            self.state, self.errorMessage = FAILED, f"could not load the enhanced volume: {exc}"
+        finally:
+            self.seconds = time.monotonic() - self.started
+            shutil.rmtree(self.workDir, ignore_errors=True)
+        self._call(self.onFinished)
+
+    def _call(self, callback) -> None:
+        if callback is None:
+            return
+        try:
+            callback(self)
+        except Exception:
+            log.exception("an enhancement callback failed")
+
+
+class EnhanceLogic:
+    """Enhance volume nodes with the mrisr backend; usable from the Python console without the GUI."""
+
+    def __init__(self, scene=None, pythonExecutable: Optional[str] = None, tempRoot: Optional[str] = None,
+                 applicationLogic=None) -> None:
+        self._scene = scene
+        self.pythonExecutable = pythonExecutable
+        self.tempRoot = tempRoot
+        self._applicationLogic = applicationLogic
+        self._catalog: Optional[MethodCatalog] = None
+        self.idle: Optional[Callable[[], None]] = None
+
+    @property
+    def scene(self):
+        return self._scene if self._scene is not None else slicer.mrmlScene
+
+    @property
+    def applicationLogic(self):
+        if self._applicationLogic is not None:
+            return self._applicationLogic
+        app = getattr(slicer, "app", None)
+        return app.applicationLogic() if app is not None else None
+
+    def python(self) -> str:
+        return self.pythonExecutable or defaultPythonExecutable()
+
+    def methodCatalog(self, refresh: bool = False) -> MethodCatalog:
+        """The backend's method registry (asked once, then cached)."""
+        if self._catalog is None or refresh:
+            self._catalog = loadCatalog(self.python())
+        return self._catalog
+
+    def cachedCatalog(self) -> Optional[MethodCatalog]:
+        """The catalog if it was already asked for (never starts the backend)."""
+        return self._catalog
+
+    def setMethodCatalog(self, catalog: Optional[MethodCatalog]) -> None:
+        """Use a catalog obtained elsewhere (e.g. from dependencies.probeBackend); None forgets it."""
+        self._catalog = catalog
+
+    def enhance(self, inputNode, method: Optional[str] = None, steps: Optional[int] = None,
+                startStep: Optional[int] = None, patchSize: Optional[int] = None, overlap: float = 0.25,
+                targetSpacing: Optional[Sequence[float]] = None, device: str = "auto", seed: int = 0,
+                batchSize: Optional[int] = None, referenceNode=None, outputNode=None, blocking: bool = True,
+                onProgress: Optional[Callable[[EnhanceJob], None]] = None,
+                onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False):
+        """Enhance `inputNode`; options left as None take the method's defaults.
+
+        Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
+        Non-blocking: returns the running EnhanceJob; `onProgress(job)` and `onFinished(job)` are called
+        from `job.poll()` (in Slicer a timer polls for you). With `showResults` the comparison layout is
+        shown when the run succeeds.
+        """
+        parameters = EnhanceParameters(method, steps, startStep, patchSize, overlap, targetSpacing, device, seed,
+                                       batchSize)
+        if showResults:
+            onFinished = self._showingResults(onFinished)
+        job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished)
+        return job if not blocking else job.wait(idle=self.idle)
+
+    def _showingResults(self, onFinished):
+        def finished(job: EnhanceJob) -> None:
+            if job.state == SUCCEEDED:
+                self.showComparison(job.outputNode)
+            if onFinished is not None:
+                onFinished(job)
+        return finished
+
+    def start(self, inputNode, parameters: EnhanceParameters, referenceNode=None, outputNode=None,
+              onProgress=None, onFinished=None) -> EnhanceJob:
+        """Write the input to a temporary folder and start the backend on it; returns the running job."""
+        nodeio.checkInputVolume(inputNode)
+        method = self.methodCatalog().get(parameters.method)
+        parameters = parameters.replace(method=method.name)
+        parameters.check(method)
+        if method.needsReference:
+            nodeio.checkInputVolume(referenceNode, "reference")
+        if outputNode is not None and outputNode in (inputNode, referenceNode):
+            raise EnhanceError("the output volume must differ from the input and reference volumes")
+        workDir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.tempRoot)
+        try:
+            command = self._command(workDir, inputNode, referenceNode if method.needsReference else None,
+                                    parameters, method)
+            process = BackendProcess(command).start()
+        except FileNotFoundError as exc:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise EnhanceError(str(exc)) from None
+        except BaseException:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        job = EnhanceJob(self, process, workDir, inputNode, outputNode, method, parameters, onProgress, onFinished)
+        self.schedulePolling(job)
+        return job
+
+    def schedulePolling(self, job: EnhanceJob) -> None:
+        """Hook for the Slicer module: poll the job from a timer. Here the caller polls or waits."""
+
+    def _command(self, workDir: str, inputNode, referenceNode, parameters: EnhanceParameters,
+                 method: MethodInfo) -> list[str]:
+        inputPath = os.path.join(workDir, "input" + FILE_SUFFIX)
+        outputPath = os.path.join(workDir, "enhanced" + FILE_SUFFIX)
+        nodeio.writeVolumeFile(inputNode, inputPath)
+        command = backendCommand(self.python()) + ["enhance", inputPath, outputPath]
+        if referenceNode is not None:
+            referencePath = os.path.join(workDir, "reference" + FILE_SUFFIX)
+            nodeio.writeVolumeFile(referenceNode, referencePath)
+            command += ["--reference", referencePath]
+        return command + parameters.cliArguments(method)
+
+    def importResult(self, job: EnhanceJob):
+        """Build enhanced, interpolated and difference volumes, then add them to the scene together."""
+        enhanced = nodeio.readVolumeFile(os.path.join(job.workDir, "enhanced" + FILE_SUFFIX))
+        interpolated = nodeio.resampleOntoGrid(job.inputNode, enhanced, DIFFERENCE_INTERPOLATION)
+        values = diff.differenceArray(slicer.util.arrayFromVolume(enhanced), slicer.util.arrayFromVolume(interpolated))
+        difference = nodeio.volumeFromArray(values, enhanced)
+        window = diff.symmetricWindow(values)
+        return self._addResults(job, enhanced, interpolated, difference, window)
+
+    def _addResults(self, job: EnhanceJob, enhanced, interpolated, difference, window: float):
+        scene, inputNode = self.scene, job.inputNode
+        outputNode = job.requestedOutputNode
+        existing = {role: nodeio.referencedNode(outputNode, role) for role in (INTERPOLATED_ROLE, DIFFERENCE_ROLE)}
+        created = []
+        try:
+            outputNode = self._put(enhanced, f"{inputNode.GetName()} enhanced", outputNode, created)
+            interpolatedNode = self._put(interpolated, f"{inputNode.GetName()} interpolated",
+                                         existing[INTERPOLATED_ROLE], created)
+            differenceNode = self._put(difference, f"{outputNode.GetName()} difference", existing[DIFFERENCE_ROLE],
+                                       created)
+            windowLevel = nodeio.windowLevelOf(inputNode)
+            diff.showAsGrey(outputNode, windowLevel)
+            diff.showAsGrey(interpolatedNode, windowLevel)
+            diff.showAsDifference(differenceNode, window)
+            diff.addLegend(differenceNode)
+            for node in (outputNode, interpolatedNode, differenceNode):
+                nodeio.placeBeside(node, inputNode)
+            outputNode.SetNodeReferenceID(INPUT_ROLE, inputNode.GetID())
+            outputNode.SetNodeReferenceID(INTERPOLATED_ROLE, interpolatedNode.GetID())
+            outputNode.SetNodeReferenceID(DIFFERENCE_ROLE, differenceNode.GetID())
+            self._recordProvenance(outputNode, job)
+        except BaseException:
+            nodeio.removeNodes(scene, reversed(created))
+            raise
+        return outputNode
+
+    def _put(self, content, name: str, node, created: list):
+        isNew = node is None
+        node = nodeio.addVolumeToScene(self.scene, content, name, node)
+        if isNew:
+            created.append(node)
+        return node
+
+    @staticmethod
+    def _recordProvenance(outputNode, job: EnhanceJob) -> None:
+        settings = {k: v for k, v in vars(job.parameters).items() if v is not None}
+        outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Method", job.method.name)
+        outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Parameters", json.dumps(settings, default=list, sort_keys=True))
+        outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Seconds", f"{time.monotonic() - job.started:.1f}")
+
+    # Display
+
+    def comparisonLayout(self) -> ComparisonLayout:
+        return ComparisonLayout(self.scene, self.applicationLogic)
+
+    def showComparison(self, outputNode) -> ComparisonLayout:
+        """Show Input (interpolated onto the output grid), Enhanced, Difference and Overlay views."""
+        interpolated = nodeio.referencedNode(outputNode, INTERPOLATED_ROLE)
+        differenceNode = nodeio.referencedNode(outputNode, DIFFERENCE_ROLE)
+        if interpolated is None or differenceNode is None:
+            raise EnhanceError(f"{outputNode.GetName()!r} was not made by MRISuperResolution (no difference map)")
+        layout = self.comparisonLayout()
+        legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(differenceNode)
+        layout.show(interpolated, outputNode, differenceNode, legend=legend)
+        return layout
+
+    def setOrientation(self, orientation: str) -> None:
+        self.comparisonLayout().setOrientation(orientation)
+
+    def restorePreviousLayout(self) -> bool:
+        return self.comparisonLayout().restorePreviousLayout()

@@ -1,0 +1,172 @@
+"""Volume nodes to and from files for the backend, and new volume nodes that carry their own geometry.
+
+Only MRML and VTK are used (storage nodes, vtkImageReslice), so this runs in Slicer and under the
+`slicer-core` package alike. Nodes built here are added to the scene only by the caller, at the end,
+so that a failure never leaves half-made nodes behind.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import slicer
+import vtk
+
+from .parameters import EnhanceError
+
+SCALAR_VOLUME_CLASS = "vtkMRMLScalarVolumeNode"
+
+
+def checkInputVolume(node, role: str = "input") -> None:
+    """Refuse nodes the backend cannot enhance: none, labelmaps, vector volumes, empty volumes."""
+    if node is None:
+        raise EnhanceError(f"no {role} volume selected: choose a scalar volume")
+    if not node.IsA(SCALAR_VOLUME_CLASS) or node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise EnhanceError(f"{role} volume {node.GetName()!r} is a {node.GetClassName()}: choose a scalar (grey-level) volume")
+    image = node.GetImageData()
+    if image is None or min(image.GetDimensions()) < 1 or image.GetNumberOfPoints() == 0:
+        raise EnhanceError(f"{role} volume {node.GetName()!r} has no voxels")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise EnhanceError(
+            f"{role} volume {node.GetName()!r} has {image.GetNumberOfScalarComponents()} components: choose a single-channel volume")
+
+
+def writeVolumeFile(node, path: str) -> None:
+    """Write a volume node to a file with a private storage node: the node's own storage is untouched.
+
+    The file holds the node's local geometry (a parent transform is not hardened into it).
+    """
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(0)
+    if not storage.WriteData(node):
+        raise EnhanceError(f"cannot write volume {node.GetName()!r} to the temporary file {path}")
+
+
+def readVolumeFile(path: str):
+    """A scalar volume node (not in any scene) holding the image and geometry of a file."""
+    node = slicer.vtkMRMLScalarVolumeNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node) or node.GetImageData() is None:
+        raise EnhanceError(f"cannot read the backend's output {path}")
+    return node
+
+
+def ijkToRAS(node) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def defaultTargetSpacing(node) -> tuple[float, float, float]:
+    """The backend's default output spacing: isotropic at the input's finest spacing."""
+    finest = min(node.GetSpacing())
+    return (finest, finest, finest)
+
+
+def outputDimensions(node, spacing) -> tuple[int, int, int]:
+    """The output grid size the backend makes: the input's extent at the new spacing (as the backend rounds it)."""
+    dims = node.GetImageData().GetDimensions()
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(dims, node.GetSpacing(), spacing))
+
+
+def outputVoxelCount(node, spacing=None) -> int:
+    return math.prod(outputDimensions(node, spacing or defaultTargetSpacing(node)))
+
+
+def copyVolumeContent(target, source) -> None:
+    """Give `target` the image and geometry of `source` (its own spacing, origin and directions)."""
+    image = vtk.vtkImageData()
+    image.DeepCopy(source.GetImageData())
+    target.SetIJKToRASMatrix(ijkToRAS(source))
+    target.SetAndObserveImageData(image)
+
+
+def resampleOntoGrid(node, gridNode, interpolation: str = "linear"):
+    """`node`'s image resampled onto `gridNode`'s voxel grid, as a new float volume node (not in a scene).
+
+    Both nodes are taken in their local coordinates (the caller keeps them under the same transform).
+    Points within half a voxel outside the input's outer voxel centres take the border value, as the
+    backend does, so the thick-slice borders do not fade to zero.
+    """
+    outputIJKToInputIJK = vtk.vtkMatrix4x4()
+    inputRASToIJK = vtk.vtkMatrix4x4()
+    node.GetRASToIJKMatrix(inputRASToIJK)
+    vtk.vtkMatrix4x4.Multiply4x4(inputRASToIJK, ijkToRAS(gridNode), outputIJKToInputIJK)
+    reslice = vtk.vtkImageReslice()
+    reslice.SetInputData(node.GetImageData())
+    reslice.SetResliceAxes(outputIJKToInputIJK)
+    reslice.SetOutputSpacing(1.0, 1.0, 1.0)
+    reslice.SetOutputOrigin(0.0, 0.0, 0.0)
+    reslice.SetOutputExtent(gridNode.GetImageData().GetExtent())
+    reslice.SetOutputScalarType(vtk.VTK_FLOAT)
+    reslice.SetBorder(True)
+    reslice.SetBorderThickness(0.5)
+    {"nearest": reslice.SetInterpolationModeToNearestNeighbor, "linear": reslice.SetInterpolationModeToLinear,
+     "cubic": reslice.SetInterpolationModeToCubic}[interpolation]()
+    reslice.Update()
+    result = slicer.vtkMRMLScalarVolumeNode()
+    result.SetIJKToRASMatrix(ijkToRAS(gridNode))
+    image = vtk.vtkImageData()
+    image.DeepCopy(reslice.GetOutput())
+    result.SetAndObserveImageData(image)
+    return result
+
+
+def volumeFromArray(array: np.ndarray, gridNode):
+    """A float volume node (not in a scene) with a (k, j, i) array on `gridNode`'s grid."""
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetIJKToRASMatrix(ijkToRAS(gridNode))
+    image = vtk.vtkImageData()
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    node.SetAndObserveImageData(image)
+    slicer.util.arrayFromVolume(node)[:] = array
+    image.Modified()
+    return node
+
+
+def addVolumeToScene(scene, content, name: str, node=None):
+    """Put `content` (a node from the functions above) into `node`, or into a new scene node named `name`."""
+    if node is None:
+        node = scene.AddNewNodeByClass(SCALAR_VOLUME_CLASS, scene.GenerateUniqueName(name))
+    copyVolumeContent(node, content)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def placeBeside(node, reference) -> None:
+    """Put `node` next to `reference`: same subject-hierarchy parent and same parent transform."""
+    node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    scene = node.GetScene()
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if shNode is None:
+        return
+    referenceItem = shNode.GetItemByDataNode(reference)
+    parent = shNode.GetItemParent(referenceItem) if referenceItem else shNode.GetSceneItemID()
+    item = shNode.GetItemByDataNode(node)
+    if item:
+        shNode.SetItemParent(item, parent)
+    else:
+        shNode.CreateItem(parent, node)
+
+
+def referencedNode(node, role: str):
+    return node.GetNodeReference(role) if node is not None else None
+
+
+def removeNodes(scene, nodes) -> None:
+    for node in nodes:
+        if node is not None and node.GetScene() is scene:
+            scene.RemoveNode(node)
+
+
+def windowLevelOf(node) -> Optional[tuple[float, float]]:
+    display = node.GetDisplayNode() if node is not None else None
+    if display is None or not display.IsA("vtkMRMLScalarVolumeDisplayNode"):
+        return None
+    return display.GetWindow(), display.GetLevel()
