@@ -1,0 +1,104 @@
+"""Res-SRDiff (Safari et al.): residual-shifting diffusion on 2D slices, 4 steps, applied slice-wise to volumes.
+
+Pipeline of one run: the LR volume (normalised to ~[0, 1] per volume by the pipeline) is B-spline
+resampled onto the output grid — the condition y —, mapped to the paper's [−1, 1] range by the fixed
+affine v ↦ 2v − 1 (one map for the whole volume, so slices stay consistent; the public code rescales
+every slice by its own min–max), cut into slices along the chosen planes by
+`mrisr.inference.slicewise.enhance_slicewise` (fusion by averaging when several planes are chosen),
+each batch of slices sampled by the residual-shift chain (`mrisr.diffusion.resshift`) from
+x_T = y + κ√η_T ε with one generator per slice, and mapped back to the normalised scale as float32.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps
+from ..geometry import resample
+from ..inference.slicewise import SliceModel, SlicePlan, default_axes, enhance_slicewise
+from ..networks.swin_unet2d import build
+from ..progress import CancelToken, ProgressCallback, ProgressEvent
+from ..registry import MethodSpec
+from . import MethodInput
+from .learned import autocast_dtype, card_for, generator_for, load_network
+
+DENOISED_RANGE = (-2.0, 2.0)
+"""Clamp of x̂ while sampling, in [−1, 1] units: the public code clamps to [−1, 1] because its slices are
+min–max scaled; our per-volume percentile scale leaves a few voxels outside [0, 1], so the clamp only
+guards against divergence (it keeps intensities in [−0.5, 1.5] of the normalised scale)."""
+
+DEFAULT_BATCH_SIZE = 8
+
+
+def to_model_range(volume: np.ndarray) -> np.ndarray:
+    """Normalised [0, 1] → the paper's [−1, 1] (one affine map for the whole volume)."""
+    return 2.0 * volume - 1.0
+
+
+def from_model_range(volume: np.ndarray) -> np.ndarray:
+    """Inverse of `to_model_range`, as float32."""
+    return ((volume + 1.0) / 2.0).astype(np.float32)
+
+
+class ResSRDiffMethod:
+    """The registry's "ressrdiff" method; `network` injects a SwinUNet2d-like module (tests, benchmarks)."""
+
+    def __init__(self, spec: MethodSpec, network: torch.nn.Module | None = None):
+        self.spec = spec
+        self.network = network
+
+    def _model(self, device: str) -> tuple[torch.nn.Module, ResShiftSchedule]:
+        """The network on `device` in eval mode and the schedule it was trained with."""
+        if self.network is not None:
+            return self.network.to(device).eval(), ResShiftSchedule(**self.spec.config.get("diffusion", {}))
+        card = card_for(self.spec)
+        schedule = ResShiftSchedule(**card.get("diffusion", self.spec.config.get("diffusion", {})))
+        return load_network(card, build, device), schedule
+
+    def run(self, inputs: MethodInput, progress: ProgressCallback, cancel: CancelToken) -> np.ndarray:
+        settings = inputs.settings
+        network, schedule = self._model(settings.device)
+        steps = timesteps(schedule.num_steps, settings.steps or self.spec.steps.default)
+        cancel.check()
+        progress(ProgressEvent("resample", 0, 1, "B-spline condition on the output grid"))
+        condition = sitk.GetArrayFromImage(resample(inputs.lr, inputs.grid, "bspline")).astype(np.float32)
+        progress(ProgressEvent("resample", 1, 1, "B-spline condition on the output grid"))
+        axes = settings.slice_axes or default_axes(inputs.lr.GetSpacing(), inputs.grid.spacing)
+        batch_size = settings.batch_size or int(self.spec.config.get("batch_size", DEFAULT_BATCH_SIZE))
+        plan = SlicePlan(tuple(axes), batch_size, int(getattr(network, "pad_multiple", 1)))
+        model = slice_model(network, schedule, steps, settings.device, cancel)
+        return enhance_slicewise(model, condition, plan, inputs.mask, None, settings.seed, progress, cancel)
+
+
+def slice_model(network: torch.nn.Module, schedule: ResShiftSchedule, steps: Sequence[int], device: str,
+                cancel: CancelToken | None = None) -> SliceModel:
+    """A `SliceModel` for enhance_slicewise: normalised (B, H, W) LR slices → normalised (B, H, W) float32.
+
+    Every slice gets its own generator (from its seed) for the prior noise and each step's noise, so a
+    slice's result does not depend on the batch it is in. Cancellation is checked after every step.
+    """
+    dtype = autocast_dtype(device)
+
+    def denoiser(x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        context = torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else nullcontext()
+        with context:
+            return network(x_t, t, y).float()
+
+    def step_done(done: int, total: int) -> None:
+        if cancel is not None:
+            cancel.check()
+
+    def run(stack: np.ndarray, reference: Any, seeds: Sequence[int]) -> np.ndarray:
+        y = torch.from_numpy(to_model_range(np.ascontiguousarray(stack, dtype=np.float32)))[:, None].to(device)
+        generators = [generator_for(device, seed) for seed in seeds]
+        x = prior_sample(schedule, y, randn(y.shape, generators, y.device))
+        out = sample(denoiser, x, schedule, steps, condition=y, generator=generators, callback=step_done,
+                     clip=DENOISED_RANGE)
+        return from_model_range(out[:, 0].cpu().numpy())
+
+    return run
