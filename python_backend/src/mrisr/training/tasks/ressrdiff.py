@@ -1,0 +1,60 @@
+"""Training recipe of Res-SRDiff: Eq. 13 (λ = 10 MSE + LPIPS-Alex) on random slice crops."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps, training_loss
+from ...methods.ressrdiff import DENOISED_RANGE
+from ...networks.swin_unet2d import SwinUNet2d, preset
+from ...perceptual import lpips_alex
+from .slices import RECIPE, SliceData, validate_slices
+
+
+class ResSRDiffTask:
+    def __init__(self, preset_name: str, batch_size: int, pairs: int, crop: int = 96):
+        self.name = f"ressrdiff_{preset_name}"
+        self.config = preset(preset_name)
+        self.schedule = ResShiftSchedule()
+        self.data = SliceData(pairs=pairs, batch_size=batch_size, crop=crop)
+        self._perceptual: dict[str, Any] = {}
+
+    def build_network(self) -> torch.nn.Module:
+        return SwinUNet2d(self.config)
+
+    def card(self) -> dict[str, Any]:
+        return {"method": "ressrdiff", "preset": self.name.split("_", 1)[1], "network": asdict(self.config),
+                "diffusion": asdict(self.schedule), "data": RECIPE,
+                "loss": "10 * MSE + LPIPS-Alex (Eq. 13)", "crop": self.data.crop, "batch_size": self.data.batch_size}
+
+    def _lpips(self, device: str):
+        if device not in self._perceptual:
+            self._perceptual[device] = lpips_alex(device).requires_grad_(False)
+        return self._perceptual[device]
+
+    def loss(self, network, rng: np.random.Generator, generator: torch.Generator, device: str) -> torch.Tensor:
+        batch = self.data.batch(rng, device)
+        x, y = 2 * batch["hr"] - 1, 2 * batch["condition"] - 1
+        return training_loss(network, x, y, generator, schedule=self.schedule, perceptual=self._lpips(device))
+
+    def validate(self, network, device: str) -> dict[str, float]:
+        steps = timesteps(self.schedule.num_steps, self.schedule.num_steps)
+
+        def predict(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            y = 2 * batch["condition"] - 1
+            generator = torch.Generator(device=device).manual_seed(0)
+            x = prior_sample(self.schedule, y, randn(y.shape, generator, y.device))
+            out = sample(lambda x_t, t, c: network(x_t, t, c), x, self.schedule, steps, condition=y,
+                         generator=generator, clip=DENOISED_RANGE)
+            return (out + 1) / 2
+
+        return validate_slices(predict, self.data, device)
+
+
+def make_task(preset_name: str, args: argparse.Namespace) -> ResSRDiffTask:
+    return ResSRDiffTask(preset_name, args.batch_size or 8, args.pairs)
