@@ -93,3 +93,12 @@ def test_default_method_is_registered():
     from mrisr.registry import default_method
 
     assert get_spec(default_method()).name == default_method()
+
+
+def test_start_step_alone_caps_the_default_steps():
+    from mrisr.pipeline import resolve_settings
+
+    spec = get_spec("sr3pdm")
+    assert resolve_settings(spec, EnhanceOptions(method="sr3pdm", start_step=10)).steps == 10
+    assert resolve_settings(spec, EnhanceOptions(method="sr3pdm")).steps == spec.steps.default
+    assert resolve_settings(spec, EnhanceOptions(method="sr3pdm", start_step=50, steps=5)).steps == 5

@@ -104,10 +104,11 @@ def test_random_network_output_seeds_and_empty_slices(small, tiny_network):
     assert [e.done for e in events if e.stage == "denoise"][:3] == [1, 2, 3]
 
 
-def test_ddim_result_does_not_depend_on_batch_size_and_empty_slices_keep_the_input(small, tiny_network):
+@pytest.mark.parametrize("steps", [2, 4])  # 2 of K = 4: DDIM (η = 0); 4 of 4: ancestral (η = 1, noise every step)
+def test_result_does_not_depend_on_batch_size_and_empty_slices_keep_the_input(small, tiny_network, steps):
     method = SR3PDMMethod(get_spec("sr3pdm"), network=tiny_network)
-    runs = [method.run(_inputs(small, steps=2, start_step=4, batch_size=b, slice_axes=(1,)), lambda e: None, CancelToken())
-            for b in (1, 5)]
+    runs = [method.run(_inputs(small, steps=steps, start_step=4, batch_size=b, slice_axes=(1,)), lambda e: None,
+                       CancelToken()) for b in (1, 5)]
     np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)
     inputs = _inputs(small, slice_axes=(1,))
     empty = ~inputs.mask.any(axis=(0, 2))

@@ -93,9 +93,13 @@ def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
         raise InputError(f"overlap {options.overlap} is out of range: use --overlap in [0, 1)")
     if options.batch_size is not None and options.batch_size < 1:
         raise InputError(f"batch size {options.batch_size} is invalid: use --batch-size 1 or more")
+    start_step = ranged("start_step", "--start-step", options.start_step)
+    steps = options.steps
+    if steps is None and spec.steps is not None and options.start_step is not None:
+        steps = min(spec.steps.default, start_step)  # a partial chain of K steps has at most K steps
     return RunSettings(
-        steps=ranged("steps", "--steps", options.steps),
-        start_step=ranged("start_step", "--start-step", options.start_step),
+        steps=ranged("steps", "--steps", steps),
+        start_step=start_step,
         patch_size=ranged("patch_size", "--patch-size", options.patch_size),
         overlap=float(options.overlap),
         device=_device_for(spec, options.device),

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import InputError
+from .noise import Generators, randn
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t (B, ...), t (B,) long) → x̂₀ (B, ...)."""
@@ -86,14 +87,14 @@ def sample(
     steps: Sequence[int],
     *,
     eta: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run the reverse process from x = x_{steps[0]} through the descending `steps` to x̂₀.
 
     DDIM update (Song et al. 2021, Eq. 12) with σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev); η = 1 over
     consecutive steps is exactly DDPM ancestral sampling, η = 0 is deterministic DDIM. No noise is added
-    on the last step.
+    on the last step. With one generator per sample the result does not depend on the batch.
     """
     abar = schedule.alphas_cumprod
     for i, t in enumerate(steps):
@@ -105,7 +106,7 @@ def sample(
             a_t, a_prev = float(abar[t]), float(abar[steps[i + 1]])
             eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
             sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = randn(x.shape, generator, x.device, x.dtype)
             x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps + sigma * noise
         if callback is not None:
             callback(i + 1, len(steps))

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from . import ddpm
+from .noise import Generators
 
 ALIGNMENT_SCHEDULES = ("cosine", "linear")
 LOSSES = ("l1", "l2")
@@ -166,7 +167,7 @@ def sample(
     steps: int | None = None,
     *,
     eta: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: ddpm.StepCallback | None = None,
 ) -> torch.Tensor:
     """PDM sampling: from x_K^LR (`partial_start`, with the given initial `noise`) through `steps`

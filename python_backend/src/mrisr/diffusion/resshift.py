@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import InputError
+from .noise import Generators, randn
 
 ResShiftDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t (B, C, H, W), t (B,) long in 1..T, y (B, C, H, W)) → x̂ (B, C, H, W)."""
@@ -33,8 +34,6 @@ ResShiftDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
 StepCallback = Callable[[int, int], None]
 """(steps done, total steps); may raise to cancel."""
 
-Generators = torch.Generator | Sequence[torch.Generator] | None
-"""One generator for the batch, or one per batch element (results then do not depend on batching)."""
 
 
 @dataclass(frozen=True)
@@ -92,16 +91,6 @@ def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tens
     """values[t] shaped (B, 1, ..., 1) to broadcast over `like`, in its dtype and device."""
     out = values.to(like.device)[t.to(like.device)].to(like.dtype)
     return out.reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def randn(shape: Sequence[int], generator: Generators, device: torch.device | str,
-          dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard normal noise; with a list of generators, element b of the batch uses generator b."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    if len(generator) != shape[0]:
-        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
 
 
 def q_sample(schedule: ResShiftSchedule, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,

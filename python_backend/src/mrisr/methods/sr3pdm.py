@@ -25,6 +25,7 @@ import SimpleITK as sitk
 import torch
 
 from ..diffusion import ddpm, pdm
+from ..diffusion.noise import randn
 from ..errors import InputError
 from ..geometry import resample
 from ..inference.slicewise import SlicePlan, default_axes, enhance_slicewise
@@ -103,12 +104,12 @@ class SliceSampler:
     def __call__(self, stack: np.ndarray, reference: np.ndarray | None, seeds: Sequence[int]) -> np.ndarray:
         plan, device = self.plan, self.plan.device
         y = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None].to(device)
-        noise = torch.cat([torch.randn((1, *y.shape[1:]), generator=generator_for(device, s), device=device)
-                           for s in seeds])
+        generators = [generator_for(device, s) for s in seeds]
+        noise = randn(y.shape, generators, device)
         denoise = pdm.denoiser(self.network, y, self.schedule, clip=plan.clip, autocast_dtype=autocast_dtype(device))
         with torch.inference_mode():
             x = pdm.sample(denoise, y, self.schedule, noise, plan.start_step, plan.steps, eta=plan.eta,
-                           generator=generator_for(device, seeds[0]), callback=self._step)
+                           generator=generators, callback=self._step)
         return x[:, 0].float().cpu().numpy()
 
 
