@@ -9,9 +9,8 @@ Model card (`config.card`, written by training): "network" = `SR3UNet2dConfig.to
 {"T_train": 100, "beta_schedule": "linear" | "cosine", "latent_alignment": bool, "trained_start_step": K,
 "alignment_schedule": "cosine" | "linear"}. A card without "latent_alignment": true gets a warning when
 run with K < T; an injected network is described by the same keys in the registry config.
-Known limit: the initial x_K noise is drawn per slice (batch-size independent); the ancestral noise of
-η > 0 steps comes from one generator per batch (seeded by its first slice), because `ddpm.sample` takes
-one generator, so η > 0 results depend on the batch size; DDIM (η = 0) results do not.
+Every slice has its own generator for x_K and for the ancestral noise of η > 0 steps, so results do not
+depend on the batch size.
 """
 
 from __future__ import annotations
