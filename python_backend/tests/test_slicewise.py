@@ -51,7 +51,8 @@ def test_reference_slices_follow_the_condition():
     np.testing.assert_allclose(out, reference)
 
 
-@pytest.mark.parametrize("spacing, axes", [((1, 1, 5), (1, 2)), ((5, 1, 1), (0, 1)), ((1, 1, 1), (0,)), ((2, 2, 2), (0,))])
+@pytest.mark.parametrize("spacing, axes", [((1, 1, 5), (1, 2)), ((5, 1, 1), (0, 1)), ((1, 1, 1), (0,)),
+                                            ((2, 2, 2), (0,)), ((4, 4, 1), (0,)), ((1, 4, 4), (2,))])
 def test_default_axes_contain_the_low_resolution_axis(spacing, axes):
     assert default_axes(spacing, (1, 1, 1) if spacing != (2, 2, 2) else (1, 1, 1)) == axes
 

@@ -30,17 +30,20 @@ class SlicePlan:
 
 
 def default_axes(input_spacing: Sequence[float], output_spacing: Sequence[float]) -> tuple[int, ...]:
-    """The planes that contain the low-resolution axis (e.g. coronal + sagittal for thick axial slices),
-    as in PDM's through-plane setting; for isotropic (in-plane degraded) input, the axial plane.
+    """Default slice planes: those containing the one low-resolution axis (e.g. coronal + sagittal for
+    thick axial slices), as in PDM's through-plane setting; when two axes are coarse (in-plane k-space
+    truncation) the one plane holding both; when none or all are, the axial plane.
 
     Spacings are SimpleITK (x, y, z) order; the returned axes are numpy (z, y, x) order.
     """
     ratios = np.asarray(input_spacing, dtype=float) / np.asarray(output_spacing, dtype=float)
-    coarse = int(np.argmax(ratios))
-    if ratios[coarse] <= 1.0 + 1e-6 or np.allclose(ratios, ratios[coarse], rtol=1e-3):
-        return (0,)
-    numpy_coarse = 2 - coarse
-    return tuple(a for a in range(3) if a != numpy_coarse)
+    coarse = [a for a in range(3) if ratios[a] > 1.0 + 1e-6]
+    if len(coarse) == 1:
+        return tuple(a for a in range(3) if a != 2 - coarse[0])
+    if len(coarse) == 2:
+        fine = next(a for a in range(3) if a not in coarse)
+        return (2 - fine,)
+    return (0,)
 
 
 def _pad(stack: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
