@@ -59,6 +59,7 @@ def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 
 def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from .model_store import find_card
     from .registry import default_method, method_specs
 
     specs = method_specs()
@@ -69,7 +70,12 @@ def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
     for spec in specs.values():
         marks = " (default)" if spec.name == default_method() else ""
         defaults = [f"{k}={getattr(spec, k).default}" for k in ("steps", "start_step", "patch_size") if getattr(spec, k)]
-        print(f"{spec.name:<14}{spec.kind:<15}{', '.join(defaults) or '-':<30}{spec.description}{marks}")
+        weights = "-" if spec.kind == "interpolation" else ("yes" if find_card(spec.config.get("card", "")) else "none")
+        print(f"{spec.name:<15}{spec.kind:<15}weights {weights:<6}{', '.join(defaults) or '-':<36}{spec.description}{marks}")
+        presets = spec.config.get("presets", {})
+        if presets:
+            sizes = ", ".join(f"{name} {p['parameters'] / 1e6:.2f} M" for name, p in presets.items() if "parameters" in p)
+            print(f"{'':<15}presets: {sizes} parameters")
     return 0
 
 
