@@ -71,7 +71,7 @@ def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
         marks = " (default)" if spec.name == default_method() else ""
         defaults = [f"{k}={getattr(spec, k).default}" for k in ("steps", "start_step", "patch_size") if getattr(spec, k)]
         weights = "-" if spec.kind == "interpolation" else ("yes" if find_card(spec.config.get("card", "")) else "none")
-        print(f"{spec.name:<15}{spec.kind:<15}weights {weights:<6}{', '.join(defaults) or '-':<36}{spec.description}{marks}")
+        print(f"{spec.name:<15}{spec.kind:<15}weights {weights:<6}{', '.join(defaults) or '-':<38}{spec.description}{marks}")
         presets = spec.config.get("presets", {})
         if presets:
             sizes = ", ".join(f"{name} {p['parameters'] / 1e6:.2f} M" for name, p in presets.items() if "parameters" in p)
