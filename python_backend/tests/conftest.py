@@ -48,3 +48,15 @@ def oblique_thick() -> sitk.Image:
 def phantom_image() -> sitk.Image:
     """An isotropic 1 mm phantom, 32×36×28 voxels (x, y, z)."""
     return make_image(phantom_array((28, 36, 32)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The networks in tests are tiny: on 2 cores shared with other jobs, two OpenMP threads ran small
+    convolutions up to ~100x slower than one (measured), so the whole test session uses one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

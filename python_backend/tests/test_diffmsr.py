@@ -24,14 +24,6 @@ from mrisr.registry import get_spec
 from conftest import make_image, phantom_array
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are small: one thread avoids OpenMP waits when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny_config(use_reference: bool = True) -> DiffMSRConfig:
     return DiffMSRConfig(

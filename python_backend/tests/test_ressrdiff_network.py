@@ -14,15 +14,6 @@ TINY = SwinUNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, s
                       num_heads=2, window_size=4, norm_groups=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks on 2 shared cores: two OpenMP threads competing with other jobs run up to ~100× slower
-    (measured); one thread keeps this module fast. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def randomise_zero_inits(network: nn.Module, seed: int = 0) -> None:
     """Give the zero-initialised output convolutions weights, so every input path reaches the output."""

@@ -18,15 +18,6 @@ TINY = SwinUNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, 
                       num_heads=2, window_size=4, norm_groups=4, patch_size=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks on 2 shared cores: two OpenMP threads competing with other jobs run up to ~100× slower
-    (measured); one thread keeps this module fast. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def training_slices() -> tuple[torch.Tensor, torch.Tensor]:
     """Four coronal 64×64 slices (z, x) of a 64³ MNI crop and their thick5 B-spline conditions, in [−1, 1]."""

@@ -4,7 +4,6 @@ the crop comes from the MNI152 template the synthetic training volumes are deriv
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from mrisr.degradation import DegradationConfig, degrade
 from mrisr.foreground import foreground_mask
@@ -13,16 +12,8 @@ from mrisr.pipeline import EnhanceOptions, enhance
 from mrisr.sample import mni_image
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_ressrdiff_cpu_weights_beat_bspline_on_a_thick_slice_crop(one_thread):
+def test_ressrdiff_cpu_weights_beat_bspline_on_a_thick_slice_crop():
     hr = mni_image("t1")[60:140, 70:170, 40:120]
     lr = degrade(hr, DegradationConfig(slice_thickness=5.0, contrast_compression=0.2, snr=25.0, noise="rician", seed=3))
     reference = sitk.GetArrayFromImage(hr)

@@ -12,14 +12,6 @@ TINY = SR3UNet2dConfig(base_channels=8, channel_multipliers=(1, 2, 2), res_block
                        norm_groups=4, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on a shared, oversubscribed CPU run far faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _inputs(batch=3, size=(8, 12), seed=0):
     g = torch.Generator().manual_seed(seed)

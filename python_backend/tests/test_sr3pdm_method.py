@@ -49,14 +49,6 @@ class Echo(torch.nn.Module):
         return condition
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on a shared, oversubscribed CPU run far faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def small(oblique_thick):
