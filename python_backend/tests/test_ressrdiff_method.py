@@ -16,7 +16,7 @@ from mrisr.methods import MethodInput, build_method
 from mrisr.methods.ressrdiff import ResSRDiffMethod
 from mrisr.networks.swin_unet2d import SwinUNet2d, SwinUNetConfig
 from mrisr.normalization import robust_scale
-from mrisr.pipeline import EnhanceOptions, enhance, output_grid, resolve_settings
+from mrisr.pipeline import EnhanceOptions, output_grid, resolve_settings
 from mrisr.progress import CancelToken
 from mrisr.registry import get_spec
 
