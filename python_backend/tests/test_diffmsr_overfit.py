@@ -18,7 +18,6 @@ from mrisr.networks.diffmsr import DiffMSRConfig, DiffMSRNetwork, PriorConfig
 from mrisr.networks.plwformer import PLWformerConfig
 from mrisr.sample import mni_image
 
-from test_diffmsr import one_thread  # noqa: F401  (autouse fixture)
 
 
 @lru_cache(maxsize=4)

@@ -17,7 +17,6 @@ from mrisr.progress import CancelToken
 from mrisr.registry import get_spec
 
 from conftest import make_image, phantom_array
-from test_diffusioniqt_network import one_thread  # noqa: F401 - autouse fixture
 
 TINY = IQTUNetConfig(init_channels=8, channels=(8, 8, 16), blocks=(0, 0, 0), attention=(False, True, False),
                      token_sizes=(2, 2, 2), heads=2, head_channels=4, groups=4, se_reduction=4, final_block=False)

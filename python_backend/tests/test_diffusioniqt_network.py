@@ -14,14 +14,6 @@ from mrisr.networks.iqt_unet3d import (PRESETS, BlockLayout, EfficientAttention,
                                        PixelShuffleUp, count_parameters, film_group_norm, space_to_depth_conv)
 from mrisr.tiling import split_block
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared CPU OpenMP barriers stall for
-    milliseconds per operation when the other core is busy (20 s instead of 1 s for a small run)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY = IQTUNetConfig(init_channels=8, channels=(8, 16, 16), blocks=(1, 0, 1), attention=(True, True, False),

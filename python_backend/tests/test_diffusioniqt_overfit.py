@@ -11,7 +11,6 @@ from mrisr.diffusion.vdm import concat_conditioning, sample, start_latent, time_
 from mrisr.networks.iqt_unet3d import IQTUNet3D, IQTUNetConfig
 from mrisr.sample import mni_image
 
-from test_diffusioniqt_network import one_thread  # noqa: F401 - autouse fixture
 
 TINY = IQTUNetConfig(init_channels=16, channels=(16, 16, 32), blocks=(0, 0, 0), attention=(False, True, False),
                      token_sizes=(2, 2, 2), heads=2, head_channels=8, groups=4, se_reduction=4, final_block=False)

@@ -9,7 +9,6 @@ from mrisr.diffusion.vdm import sample, start_latent, time_grid
 from mrisr.errors import InputError
 from mrisr.inference.patch_denoiser import BlockDenoiser, BlockPlan
 from mrisr.tiling import PatchGrid
-from test_diffusioniqt_network import one_thread  # noqa: F401 - autouse fixture
 
 
 def _smooth_volume(shape, seed=0):

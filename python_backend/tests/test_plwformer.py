@@ -14,7 +14,6 @@ from mrisr.networks.plwformer import (
     to_windows,
 )
 
-from test_diffmsr import one_thread  # noqa: F401  (autouse fixture)
 
 TINY = PLWformerConfig(channels=16, layers=(1, 1), heads=2, window=4, catl_blocks=1, prior_dim=8,
                        ffn_expansion=2.0, unshuffle=2, upsampler="subpixel")

@@ -8,7 +8,6 @@ import torch
 from mrisr.diffusion.vdm import (LatentAlignment, alpha_sigma, concat_conditioning, log_snr, q_sample, sample,
                                  start_latent, time_grid, training_loss)
 from mrisr.errors import InputError
-from test_diffusioniqt_network import one_thread  # noqa: F401 - autouse fixture
 
 
 def test_cosine_log_snr_hand_computed_values_and_variance_preservation():
