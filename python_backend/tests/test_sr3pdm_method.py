@@ -122,7 +122,8 @@ def test_cancel_between_steps(small, tiny_network):
 
 def test_steps_above_start_step_rejected_before_loading(small, tmp_path, monkeypatch):
     monkeypatch.setenv("MRISR_MODELS", str(tmp_path))
-    method = SR3PDMMethod(get_spec("sr3pdm"))
+    spec = get_spec("sr3pdm")
+    method = SR3PDMMethod(dataclasses.replace(spec, config={**spec.config, "card": "sr3pdm_not_installed"}))
     with pytest.raises(InputError, match="steps 10 exceeds start step 5"):
         method.run(_inputs(small, steps=10, start_step=5), lambda e: None, CancelToken())
     with pytest.raises(InputError, match="no trained weights"):
