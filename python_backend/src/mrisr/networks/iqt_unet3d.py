@@ -28,18 +28,20 @@ bottleneck block also has squeeze-excitation, and skips are scaled by 1/√2 as 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .config import CardConfig
+from .config import parameter_count as count_parameters  # noqa: F401 - public name of this module
 
 
 @dataclass(frozen=True)
-class IQTUNetConfig:
+class IQTUNetConfig(CardConfig):
     """Widths and depths of the U-Net. Level l runs at 1/2^l of the patch side; the encoder of level l
     works at width (init_channels, *channels)[l] and its down-projection widens to channels[l]; the
     decoder and bottleneck work at channels[l] (public code layout: filters [64, 128, 256])."""
@@ -87,17 +89,6 @@ class IQTUNetConfig:
         tokens = [t * 2**level for level, t in enumerate(self.token_sizes)]
         return math.lcm(2 ** (self.levels - 1), *(n // math.gcd(n, self.parts) for n in tokens))
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IQTUNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"network config has unknown fields {unknown}: known are {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
 
 PRESETS: dict[str, IQTUNetConfig] = {
     # Paper / public-code widths, attention in all encoder levels and the bottleneck: N = 6³ = 216
@@ -112,9 +103,6 @@ PRESETS: dict[str, IQTUNetConfig] = {
 }
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 class Layout(Protocol):

@@ -18,7 +18,7 @@ lowest resolution (middle block) and optionally at named levels, stride-2 conv d
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .config import CardConfig, parameter_count  # noqa: F401 - parameter_count is part of this module's API
 
 PREDICTIONS = ("eps", "x0")
 
 
 @dataclass(frozen=True)
-class SR3UNet2dConfig:
+class SR3UNet2dConfig(CardConfig):
     """Sizes of the U-Net.
 
     `channel_multipliers` has one entry per resolution level (level 0 = full resolution); there are
@@ -70,17 +71,6 @@ class SR3UNet2dConfig:
     def pad_multiple(self) -> int:
         """Slice sides must be multiples of this (2^number of down-samplings); pass it to SlicePlan."""
         return 2 ** (len(self.channel_multipliers) - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SR3UNet2dConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown SR3 network config keys {unknown}: use {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 PRESETS: dict[str, SR3UNet2dConfig] = {
@@ -235,5 +225,3 @@ def build(config: dict[str, Any] | SR3UNet2dConfig) -> SR3UNet2d:
     return SR3UNet2d(config if isinstance(config, SR3UNet2dConfig) else SR3UNet2dConfig.from_dict(config))
 
 
-def parameter_count(network: nn.Module) -> int:
-    return sum(p.numel() for p in network.parameters())

@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .config import CardConfig, parameter_count  # noqa: F401 - parameter_count is part of this module's API
 
 
 @dataclass(frozen=True)
-class SwinUNetConfig:
+class SwinUNetConfig(CardConfig):
     """Sizes of the Swin U-Net; `PRESETS` holds the named ones."""
 
     image_channels: int = 1
@@ -307,10 +308,6 @@ class SwinUNet2d(nn.Module):
 
 def build(config: dict | SwinUNetConfig) -> SwinUNet2d:
     """A network from a config or a model card's "network" dict (lists become tuples)."""
-    if isinstance(config, dict):
-        config = SwinUNetConfig(**config)
-    return SwinUNet2d(config)
+    return SwinUNet2d(SwinUNetConfig.from_dict(config) if isinstance(config, dict) else config)
 
 
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
