@@ -80,6 +80,7 @@ class MRISuperResolutionParameterNode:
     device: str = "auto"
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     showResults: bool = True
+    segment: bool = False
 
 
 class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -118,6 +119,7 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.coronalButton.clicked.connect(lambda: self.logic.setOrientation("Coronal"))
         self.ui.sagittalButton.clicked.connect(lambda: self.logic.setOrientation("Sagittal"))
         self.ui.restoreLayoutButton.clicked.connect(lambda: self.logic.restorePreviousLayout())
+        self.ui.showInputSegmentationCheckBox.toggled.connect(self.onShowInputSegmentation)
         self.ui.pythonPathLineEdit.currentPathChanged.connect(self.onPythonChanged)
         self.ui.checkBackendButton.clicked.connect(lambda: self.startProbe())
         self.ui.installButton.clicked.connect(lambda: self.onInstall())
@@ -324,7 +326,8 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             node = self._parameterNode
             method = self.logic.methodCatalog().get(node.method or None)
             parameters = EnhanceParameters(method.name, node.steps, node.startStep, node.patchSize, node.overlap,
-                                           self.targetSpacing(), node.device, node.seed).forMethod(method)
+                                           self.targetSpacing(), node.device, node.seed,
+                                           segment=node.segment).forMethod(method)
             self._job = self.logic.start(node.inputVolume, parameters, node.referenceVolume, node.outputVolume,
                                          onProgress=self.onJobProgress, onFinished=self.onJobFinished)
             self.ui.progressBar.value = 0
@@ -343,6 +346,7 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             parameterNode.outputVolume = job.outputNode
             if parameterNode.showResults:
                 self.logic.showComparison(job.outputNode)
+            self.showTissueTable(job.outputNode)
         elif job.state == "failed":
             slicer.util.errorDisplay(_("Enhancement failed: {message}").format(message=job.errorMessage))
 
@@ -374,6 +378,20 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             if outputNode is None:
                 raise EnhanceError(_("Enhance a volume first (or select an enhanced volume as output)."))
             self.logic.showComparison(outputNode)
+            self.showTissueTable(outputNode)
+
+    def showTissueTable(self, outputNode) -> None:
+        """Show the output's tissue agreement table (volumes, Dice) in the panel, if it has one."""
+        table = self.logic.tissueTable(outputNode)
+        self.ui.tissueTableView.setMRMLTableNode(table)
+        self.ui.tissueTableView.visible = table is not None
+        if table is not None:
+            self.logic.setInputSegmentationVisible(outputNode, self.ui.showInputSegmentationCheckBox.checked)
+
+    def onShowInputSegmentation(self, visible: bool) -> None:
+        outputNode = self._parameterNode.outputVolume if self._parameterNode else None
+        if outputNode is not None and self.logic.tissueTable(outputNode) is not None:
+            self.logic.setInputSegmentationVisible(outputNode, visible)
 
 
 class MRISuperResolutionLogic(ScriptedLoadableModuleLogic, EnhanceLogic):

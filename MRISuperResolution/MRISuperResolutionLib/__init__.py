@@ -7,6 +7,7 @@
 - layout: the Input / Enhanced / Difference / Overlay comparison layout
 - dependencies: backend checks and installation into Slicer's Python (never at import time)
 - estimates: expected run times per method
+- tissues: tissue segmentation nodes of input and output and their agreement table
 - logic: EnhanceLogic, the console API, and EnhanceJob
 """
 

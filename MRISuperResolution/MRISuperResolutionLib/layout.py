@@ -108,6 +108,19 @@ class ComparisonLayout:
             legend.AddViewNodeID(self.sliceNode(DIFFERENCE).GetID())
         self.fit()
 
+    def showSegmentations(self, inputSegmentation, outputSegmentation, showInput: bool = True) -> None:
+        """Each segmentation only in its own view: the output's in Overlay (over the enhanced volume
+        alone, no blended input), the input's in Input (hidden when `showInput` is False)."""
+        pairs = ((outputSegmentation, OVERLAY, True), (inputSegmentation, INPUT, showInput))
+        for node, tag, visible in pairs:
+            display = node.GetDisplayNode()
+            display.SetViewNodeIDs([self.sliceNode(tag).GetID()])
+            display.SetVisibility(bool(visible))
+        composite = self.compositeNode(OVERLAY)
+        with slicer.util.NodeModify(composite):
+            composite.SetForegroundVolumeID(None)
+            composite.SetForegroundOpacity(0.0)
+
     def sliceLogic(self, tag: str):
         if self.applicationLogic is None:
             return None

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import slicer
 
 from . import difference as diff
-from . import nodeio
+from . import nodeio, tissues
 from .dependencies import loadCatalog
 from .layout import ComparisonLayout
 from .parameters import EnhanceCancelled, EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 INPUT_ROLE = "MRISuperResolution.Input"
 INTERPOLATED_ROLE = "MRISuperResolution.Interpolated"
 DIFFERENCE_ROLE = "MRISuperResolution.Difference"
+INPUT_SEGMENTATION_ROLE = "MRISuperResolution.InputSegmentation"
+OUTPUT_SEGMENTATION_ROLE = "MRISuperResolution.OutputSegmentation"
+TISSUE_TABLE_ROLE = "MRISuperResolution.TissueTable"
 ATTRIBUTE_PREFIX = "MRISuperResolution."
 TEMP_PREFIX = "MRISR-"
 FILE_SUFFIX = ".nii"
@@ -194,16 +197,18 @@ class EnhanceLogic:
                 targetSpacing: Optional[Sequence[float]] = None, device: str = "auto", seed: int = 0,
                 batchSize: Optional[int] = None, referenceNode=None, outputNode=None, blocking: bool = True,
                 onProgress: Optional[Callable[[EnhanceJob], None]] = None,
-                onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False):
+                onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False,
+                segment: bool = False):
         """Enhance `inputNode`; options left as None take the method's defaults.
 
         Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
         Non-blocking: returns the running EnhanceJob; `onProgress(job)` and `onFinished(job)` are called
         from `job.poll()` (in Slicer a timer polls for you). With `showResults` the comparison layout is
-        shown when the run succeeds.
+        shown when the run succeeds. With `segment`, brain tissue (CSF/GM/WM) of the interpolated input
+        and of the output is segmented too: two segmentation nodes and an agreement table node.
         """
         parameters = EnhanceParameters(method, steps, startStep, patchSize, overlap, targetSpacing, device, seed,
-                                       batchSize)
+                                       batchSize, segment)
         if showResults:
             onFinished = self._showingResults(onFinished)
         job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished)
@@ -272,6 +277,7 @@ class EnhanceLogic:
         outputNode = job.requestedOutputNode
         existing = {role: nodeio.referencedNode(outputNode, role) for role in (INTERPOLATED_ROLE, DIFFERENCE_ROLE)}
         created = []
+        before = nodeio.nodeIDs(scene)
         try:
             outputNode = self._put(enhanced, f"{inputNode.GetName()} enhanced", outputNode, created)
             interpolatedNode = self._put(interpolated, f"{inputNode.GetName()} interpolated",
@@ -288,11 +294,35 @@ class EnhanceLogic:
             outputNode.SetNodeReferenceID(INPUT_ROLE, inputNode.GetID())
             outputNode.SetNodeReferenceID(INTERPOLATED_ROLE, interpolatedNode.GetID())
             outputNode.SetNodeReferenceID(DIFFERENCE_ROLE, differenceNode.GetID())
+            replaced = self._addSegmentations(job, outputNode, created) if job.parameters.segment else []
             self._recordProvenance(outputNode, job)
         except BaseException:
             nodeio.removeNodes(scene, reversed(created))
+            nodeio.removeNodes(scene, [scene.GetNodeByID(i) for i in nodeio.nodeIDs(scene) - before])  # helpers
             raise
+        nodeio.removeNodes(scene, replaced)  # a re-run into the same output replaces its segmentations
         return outputNode
+
+    def _addSegmentations(self, job: EnhanceJob, outputNode, created: list) -> list:
+        """Segmentation nodes of the interpolated input and the output, and their agreement table;
+        returns the segmentation nodes they replace (removed once everything succeeded)."""
+        inputName = job.inputNode.GetName()
+        report = tissues.readReport(os.path.join(job.workDir, "enhanced_tissues.json"))
+        replaced = []
+        for role, fileName, name in ((INPUT_SEGMENTATION_ROLE, "enhanced_input.seg.nrrd", f"{inputName} interpolated tissues"),
+                                     (OUTPUT_SEGMENTATION_ROLE, "enhanced.seg.nrrd", f"{outputNode.GetName()} tissues")):
+            replaced.append(nodeio.referencedNode(outputNode, role))
+            node = tissues.loadSegmentation(self.scene, os.path.join(job.workDir, fileName), name)
+            created.append(node)
+            nodeio.placeBeside(node, job.inputNode)
+            outputNode.SetNodeReferenceID(role, node.GetID())
+        table = tissues.agreementTable(self.scene, report["input_vs_output"], f"{outputNode.GetName()} tissue agreement",
+                                       nodeio.referencedNode(outputNode, TISSUE_TABLE_ROLE))
+        if nodeio.referencedNode(outputNode, TISSUE_TABLE_ROLE) is None:
+            created.append(table)
+            nodeio.placeBeside(table, job.inputNode)
+            outputNode.SetNodeReferenceID(TISSUE_TABLE_ROLE, table.GetID())
+        return [node for node in replaced if node is not None]
 
     def _put(self, content, name: str, node, created: list):
         isNew = node is None
@@ -322,7 +352,25 @@ class EnhanceLogic:
         layout = self.comparisonLayout()
         legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(differenceNode)
         layout.show(interpolated, outputNode, differenceNode, legend=legend)
+        segmentations = self.segmentationNodes(outputNode)
+        if None not in segmentations:
+            layout.showSegmentations(*segmentations)
         return layout
+
+    def segmentationNodes(self, outputNode) -> tuple:
+        """(input segmentation, output segmentation) of an enhanced volume; None where there is none."""
+        return tuple(nodeio.referencedNode(outputNode, role) for role in (INPUT_SEGMENTATION_ROLE, OUTPUT_SEGMENTATION_ROLE))
+
+    def tissueTable(self, outputNode):
+        """The agreement table node (tissue, volumes in mL, Dice) of an enhanced volume, or None."""
+        return nodeio.referencedNode(outputNode, TISSUE_TABLE_ROLE)
+
+    def setInputSegmentationVisible(self, outputNode, visible: bool) -> None:
+        """Toggle the input's segmentation in the Input view (the output's stays in Overlay)."""
+        inputSegmentation, _ = self.segmentationNodes(outputNode)
+        if inputSegmentation is None:
+            raise EnhanceError(f"{outputNode.GetName()!r} has no tissue segmentation: enhance with segment=True")
+        inputSegmentation.GetDisplayNode().SetVisibility(bool(visible))
 
     def setOrientation(self, orientation: str) -> None:
         self.comparisonLayout().setOrientation(orientation)

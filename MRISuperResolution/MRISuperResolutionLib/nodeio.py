@@ -140,8 +140,10 @@ def addVolumeToScene(scene, content, name: str, node=None):
 
 
 def placeBeside(node, reference) -> None:
-    """Put `node` next to `reference`: same subject-hierarchy parent and same parent transform."""
-    node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    """Put `node` next to `reference`: same subject-hierarchy parent and same parent transform (for
+    transformable nodes; tables have none)."""
+    if node.IsA("vtkMRMLTransformableNode"):
+        node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
     scene = node.GetScene()
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     if shNode is None:
@@ -159,10 +161,24 @@ def referencedNode(node, role: str):
     return node.GetNodeReference(role) if node is not None else None
 
 
+def nodeIDs(scene) -> set:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
 def removeNodes(scene, nodes) -> None:
+    """Remove nodes with their display and storage nodes (a rolled-back run leaves nothing behind)."""
     for node in nodes:
-        if node is not None and node.GetScene() is scene:
-            scene.RemoveNode(node)
+        if node is None or node.GetScene() is not scene:
+            continue
+        helpers = []
+        if node.IsA("vtkMRMLDisplayableNode"):
+            helpers += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if node.IsA("vtkMRMLStorableNode"):
+            helpers += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and helper.GetScene() is scene:
+                scene.RemoveNode(helper)
 
 
 def windowLevelOf(node) -> Optional[tuple[float, float]]:

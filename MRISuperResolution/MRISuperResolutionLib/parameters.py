@@ -123,6 +123,7 @@ class EnhanceParameters:
     device: str = "auto"
     seed: int = 0
     batchSize: Optional[int] = None
+    segment: bool = False  # also segment brain tissue of the interpolated input and of the output
 
     def replace(self, **changes: Any) -> "EnhanceParameters":
         return dataclasses.replace(self, **changes)
@@ -156,4 +157,6 @@ class EnhanceParameters:
         args += ["--device", self.device or "auto", "--seed", str(int(self.seed))]
         if self.batchSize is not None:
             args += ["--batch-size", str(int(self.batchSize))]
+        if self.segment:
+            args += ["--segment"]
         return args

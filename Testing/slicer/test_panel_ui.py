@@ -1,7 +1,7 @@
 """The panel (.ui) loads offscreen with PySide6, and the module code only uses widgets that exist.
 
 STAND-INS: the CTK and qMRML widgets the panel uses (ctkCollapsibleButton, ctkPathLineEdit,
-ctkSliderWidget, qMRMLNodeComboBox, qMRMLWidget) exist only inside Slicer. Here they are plain Qt
+ctkSliderWidget, qMRMLNodeComboBox, qMRMLTableView, qMRMLWidget) exist only inside Slicer. Here they are plain Qt
 widgets registered under those class names, with the properties the .ui sets. So this test checks
 the panel's structure, names, labels, properties and parameter bindings, not the behaviour of the
 real CTK/qMRML widgets.
@@ -59,6 +59,7 @@ STAND_INS = [
     stand_in("ctkSliderWidget", QtWidgets.QWidget, decimals=2, singleStep=1.0, minimum=0.0, maximum=1.0, value=0.0),
     stand_in("qMRMLNodeComboBox", QtWidgets.QComboBox, nodeTypes=[], showChildNodeTypes=True, noneEnabled=False,
              addEnabled=True, removeEnabled=True, renameEnabled=False, noneDisplay=""),
+    stand_in("qMRMLTableView", QtWidgets.QTableView),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The `mrisr` command line: enhance, methods, degrade, evaluate and demo.
+"""The `mrisr` command line: enhance, segment, methods, degrade, evaluate, demo, bench and train.
 
 User errors print one line (`mrisr: error: …`) and exit 2 without a traceback or a partial output.
 """
@@ -51,11 +51,66 @@ def _enhance_options(args: argparse.Namespace):
 def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from .pipeline import enhance_file
 
+    paths = _segmentation_paths(args)
     result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress)
     size = "x".join(str(v) for v in result.image.GetSize())
     spacing = "x".join(f"{v:g}" for v in result.image.GetSpacing())
     print(f"wrote {args.output}: {size} voxels at {spacing} mm with {result.method} in {result.seconds:.1f} s")
+    if paths is not None:
+        _segment_enhancement(args, result.image, paths, progress)
     return 0
+
+
+def _segmentation_paths(args: argparse.Namespace):
+    """Where `enhance --segment` writes, checked before any work (None without --segment)."""
+    from .errors import InputError
+    from .tissue_pipeline import SegmentationPaths
+    from .volume_io import check_output_path
+
+    if not args.segment:
+        if args.reference_seg:
+            raise InputError("--reference-seg needs --segment: add --segment or leave it out")
+        return None
+    paths = SegmentationPaths.beside(args.output)
+    for path in (paths.input_seg, paths.output_seg):
+        check_output_path(path, (args.input,))
+    return paths
+
+
+def _segment_enhancement(args: argparse.Namespace, enhanced, paths, progress: ProgressCallback) -> None:
+    from .agreement import format_agreement
+    from .device import resolve_device
+    from .segmentation_io import read_labels
+    from .tissue_pipeline import segment_enhancement
+    from .volume_io import read_volume
+
+    reference = read_labels(args.reference_seg) if args.reference_seg else None
+    report = segment_enhancement(read_volume(args.input), enhanced, paths, args.segmenter,
+                                 resolve_device(args.device), reference, (args.input,), progress)
+    print(format_agreement(report["input_vs_output"]))
+    print(f"wrote {paths.input_seg}, {paths.output_seg} and {paths.report}")
+
+
+def cmd_segment(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from .agreement import format_agreement
+    from .device import resolve_device
+    from .tissue_pipeline import segment_file
+
+    report = segment_file(args.input, args.output, args.segmenter, resolve_device(args.device), args.reference_seg,
+                          args.json, progress)
+    print("  ".join(f"{name}: {ml:.1f} mL" for name, ml in report["volumes_ml"].items()))
+    if report["segmentation_vs_reference"]:
+        print(format_agreement(report["segmentation_vs_reference"]))
+    print(f"wrote {args.output} ({args.segmenter}: background, CSF, grey matter, white matter)")
+    return 0
+
+
+def _add_segment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segmenter", default="unet", choices=("unet", "gmm"),
+                        help="unet: the shipped tissue U-Net (default); gmm: classical EM fallback for "
+                             "skull-stripped T1 images")
+    parser.add_argument("--reference-seg", help="reference label map (0 bg, 1 CSF, 2 GM, 3 WM) on the same grid "
+                                                "as the segmentation, for Dice against it")
 
 
 def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
@@ -203,6 +258,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--validate-every", type=int, default=500)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--time-budget", type=float, help="pause with a checkpoint after this many seconds")
+    p.add_argument("--stage", type=int, help="training stage of multi-stage recipes (DiffMSR: 1 or 2)")
+    p.add_argument("--init", help="weights to start a later stage from: a model card or its run folder")
     p.set_defaults(func=cmd_train)
 
 
@@ -235,7 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--reference", help="reference volume of another contrast (multi-contrast methods)")
     _add_enhance_options(p)
+    p.add_argument("--segment", action="store_true",
+                   help="also segment brain tissue (CSF/GM/WM) of the interpolated input and of the output: "
+                        "writes OUT_input.seg.nrrd, OUT.seg.nrrd and OUT_tissues.json (Dice, volumes) beside OUT")
+    _add_segment_options(p)
     p.set_defaults(func=cmd_enhance)
+
+    p = sub.add_parser("segment", help="segment brain tissue (background, CSF, GM, WM) of a T1-weighted volume")
+    p.add_argument("input")
+    p.add_argument("output", help="label map: .seg.nrrd (Slicer segmentation) or .nii.gz/.nrrd")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--json", help="also write a JSON report (volumes, Dice against --reference-seg)")
+    _add_segment_options(p)
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("methods", help="list the methods with their defaults")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -235,7 +235,7 @@ def mean_iou(pred_labels: np.ndarray, ref_labels: np.ndarray, labels: Sequence[i
     return float(np.mean(scores))
 
 
-def _check_same_grid(pred: sitk.Image, ref: sitk.Image) -> None:
+def check_same_grid(pred: sitk.Image, ref: sitk.Image) -> None:
     """Refuse predictions that do not lie on the reference grid."""
     a, b = Grid.of(pred), Grid.of(ref)
     same = a.size == b.size and all(
@@ -253,7 +253,7 @@ def evaluate(pred: sitk.Image, ref: sitk.Image, lr: sitk.Image | None = None,
 
     data_range = ref max - min over the whole volume (no percentiles); `mask` restricts PSNR and SSIM.
     """
-    _check_same_grid(pred, ref)
+    check_same_grid(pred, ref)
     pred_array = sitk.GetArrayFromImage(pred).astype(np.float64)
     ref_array = sitk.GetArrayFromImage(ref).astype(np.float64)
     value_range = _range(ref_array, None)

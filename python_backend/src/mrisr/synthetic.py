@@ -125,6 +125,22 @@ def resample_with(image: sitk.Image, grid: Grid, transform: sitk.Transform) -> n
     return sitk.GetArrayFromImage(warped)
 
 
+def deformed_anatomy(seed: int, validation: bool = False) -> dict[str, np.ndarray]:
+    """The template's T1 and CSF/GM/WM maps under random subject number `seed`'s deformation and flip
+    (a stream of its own, not the pairs'): ground-truth anatomy for training the tissue segmenter."""
+    if seed < 0 or seed >= VALIDATION_SEED_OFFSET:
+        raise InputError(f"seed {seed} is out of range: use 0..{VALIDATION_SEED_OFFSET - 1}")
+    rng = np.random.default_rng([seed, int(validation), 8])
+    grid = Grid.of(mni_image("t1", pad_to_multiple=40))
+    transform = _spatial_transform(grid, rng, 1.0)
+    flip = bool(rng.random() < 0.5)
+    maps = template_maps()
+    stacked = sitk.Compose([grid.image_from_array(array) for array in maps.values()])  # one warp for all maps
+    warped = sitk.Resample(stacked, grid.blank(), transform, sitk.sitkLinear, 0.0, sitk.sitkVectorFloat32)
+    array = np.moveaxis(sitk.GetArrayFromImage(warped), -1, 0)
+    return {name: (a[..., ::-1] if flip else a).copy() for name, a in zip(maps, array)}
+
+
 def make_pair(seed: int, validation: bool = False, contrast: str | None = None,
               degradation: DegradationConfig | None = None, spatial_strength: float = 1.0) -> SyntheticPair:
     """The synthetic pair number `seed` of the training (or validation) split; deterministic."""
