@@ -65,6 +65,10 @@ def test_methods_lists_the_registry_as_json():
         (["enhance", "{input}", "{input}"], "input file"),
         (["enhance", "{input}", "{tmp}/nofolder/out.nii.gz"], "does not exist"),
         (["degrade", "{input}", "{out}", "--thickness", "-3"], "slice_thickness"),
+        (["enhance", "{input}", "{out}", "--reference-seg", "{labels}"], "needs --segment"),
+        (["segment", "{input}", "{out}", "--reference-seg", "{input}"], "label map"),
+        (["segment", "{input}", "{out}", "--reference-seg", "{small_labels}"], "grid"),
+        (["segment", "{input}", "{input}"], "input file"),
     ],
 )
 def test_bad_input_gives_one_line_and_no_output(tmp_path, args, message):
@@ -73,8 +77,13 @@ def test_bad_input_gives_one_line_and_no_output(tmp_path, args, message):
     source = tmp_path / "in.nii.gz"
     sitk.WriteImage(image, str(source))
     (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    labels = sitk.GetImageFromArray(np.ones((6, 20, 20), np.uint8))
+    labels.CopyInformation(image)
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    sitk.WriteImage(labels[:, :, :4], str(tmp_path / "small_labels.nii.gz"))
     names = {"missing": tmp_path / "missing.nii.gz", "bad": tmp_path / "bad.nii.gz", "input": source,
-             "out": tmp_path / "out.nii.gz", "tmp": tmp_path}
+             "out": tmp_path / "out.nii.gz", "tmp": tmp_path, "labels": tmp_path / "labels.nii.gz",
+             "small_labels": tmp_path / "small_labels.nii.gz"}
     before = sorted(p.name for p in tmp_path.iterdir())
     r = mrisr(*[a.format(**names) for a in args])
     if message == "CUDA" and r.returncode == 0:
@@ -84,3 +93,36 @@ def test_bad_input_gives_one_line_and_no_output(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("mrisr: error:") and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_segment_with_the_gmm_fallback_and_a_reference(tmp_path, thick_volume):
+    """`mrisr segment` writes a Slicer .seg.nrrd and scores it against a reference label map."""
+    from mrisr.tissues import template_labels
+
+    reference = sitk.GetImageFromArray(template_labels()[40:160, 40:180, 40:160])
+    reference.CopyInformation(sitk.ReadImage(str(thick_volume)))
+    sitk.WriteImage(reference, str(tmp_path / "reference.nii.gz"))
+    out, report = tmp_path / "tissues.seg.nrrd", tmp_path / "tissues.json"
+    r = mrisr("segment", str(thick_volume), str(out), "--segmenter", "gmm", "--reference-seg",
+              str(tmp_path / "reference.nii.gz"), "--json", str(report))
+    assert r.returncode == 0, r.stderr
+    assert "Grey matter" in r.stdout and "dice" in r.stdout
+    rows = {row["label"]: row for row in json.loads(report.read_text())["segmentation_vs_reference"]}
+    assert rows["White matter"]["dice"] > 0.75 and rows["Grey matter"]["dice"] > 0.6, rows
+    assert sitk.ReadImage(str(out)).GetMetaData("Segment1_Name") == "Grey matter"
+
+
+def test_enhance_segment_writes_both_segmentations_and_their_agreement(tmp_path, thick_volume):
+    lr, out = tmp_path / "lr.nii.gz", tmp_path / "up.nii.gz"
+    assert mrisr("degrade", str(thick_volume), str(lr), "--thickness", "5", "--seed", "1").returncode == 0
+    r = mrisr("--progress", "json", "enhance", str(lr), str(out), "--method", "bspline", "--segment")
+    assert r.returncode == 0, r.stderr
+    assert "segment" in {json.loads(line)["stage"] for line in r.stderr.splitlines() if line.startswith("{")}
+    report = json.loads((tmp_path / "up_tissues.json").read_text())
+    up = sitk.ReadImage(str(out))
+    for name in ("up_input.seg.nrrd", "up.seg.nrrd"):
+        labels = sitk.ReadImage(str(tmp_path / name))
+        assert labels.GetSize() == up.GetSize() and labels.GetSpacing() == pytest.approx(up.GetSpacing())
+    # B-spline "enhancement" is the B-spline-interpolated input, so both segmentations agree
+    assert [row["dice"] for row in report["input_vs_output"]] == pytest.approx([1.0, 1.0, 1.0], abs=0.01)
+    assert report["input_vs_output"][2]["output_ml"] > 50  # white matter of the 120 x 140 x 120 mm crop

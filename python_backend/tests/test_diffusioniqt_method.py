@@ -44,7 +44,7 @@ def _method(card=None):
 def test_registry_entry():
     spec = get_spec("diffusioniqt")
     assert spec.kind == "diffusion" and spec.config["card"] == "diffusioniqt_cpu"
-    assert (spec.steps.default, spec.start_step.default, spec.patch_size.default) == (20, 0, 32)
+    assert (spec.steps.default, spec.start_step.default, spec.patch_size.default) == (20, 5, 32)
     assert spec.patch_size.multiple_of == 8 and spec.start_step.minimum == 0
     assert isinstance(build_method(spec), DiffusionIQTMethod)
 

@@ -83,3 +83,29 @@ def test_gmm_fallback_segments_the_skull_stripped_template():
     t1 = template_maps()["t1"]
     scores = dice(gmm_labels(t1), template_labels(), [1, 2, 3])
     assert scores[2] > 0.7 and scores[3] > 0.75, scores
+
+
+@pytest.fixture(scope="module")
+def template_segmentations():
+    """U-Net labels of the HR template and of its ×5 thick-slice acquisition interpolated back (B-spline)."""
+    from mrisr.degradation import DegradationConfig, degrade
+    from mrisr.geometry import Grid, resample
+    from mrisr.sample import mni_image
+    from mrisr.segmentation import segment_image
+
+    hr = mni_image("t1", pad_to_multiple=40)
+    interpolated = resample(degrade(hr, DegradationConfig(slice_thickness=5.0)), Grid.of(hr), "bspline")
+    return {name: sitk.GetArrayFromImage(segment_image(image)) for name, image in (("hr", hr), ("x5", interpolated))}
+
+
+@pytest.mark.slow
+def test_unet_segments_the_hr_template_like_its_tissue_maps(template_segmentations):
+    scores = dice(template_segmentations["hr"], template_labels(), [1, 2, 3])
+    assert scores[2] >= 0.85 and scores[3] >= 0.85, scores
+
+
+@pytest.mark.slow
+def test_thick_slice_input_segments_measurably_worse_than_the_hr_image(template_segmentations):
+    reference = template_labels()
+    hr, x5 = (dice(template_segmentations[k], reference, [1, 2, 3]) for k in ("hr", "x5"))
+    assert x5[2] < hr[2] - 0.02 and x5[3] < hr[3] - 0.01, (hr, x5)

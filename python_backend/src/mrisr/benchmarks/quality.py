@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from ..degradation import PRESETS, DegradationConfig
-from ..errors import MRISRError
+from ..degradation import PRESETS, DegradationConfig, degrade
+from ..errors import InputError, MRISRError
 from ..foreground import foreground_mask
 from ..metrics import consistency, evaluate
 from ..pipeline import EnhanceOptions, enhance
 from ..progress import ProgressCallback, ProgressEvent
 from ..registry import method_specs
-from ..synthetic import make_pair
+from ..geometry import Grid, resample
+from ..synthetic import SyntheticPair, make_pair
 
 CASES = {
     "x4_lowfield": DegradationConfig(slice_thickness=4.0, contrast_gamma=1.1, contrast_compression=0.2, snr=20.0,
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", help="methods or variants (default: every registered method)")
     parser.add_argument("--volumes", type=int, default=1, help="held-out validation volumes per case (default 1)")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    parser.add_argument("--crop", type=int, help="evaluate a central cube of this many voxels (a multiple of "
+                                                 "40) of each held-out volume, degraded on its own: for slow "
+                                                 "settings such as steps/quality curves")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -96,6 +100,18 @@ def _score(run: dict[str, Any], hr: sitk.Image, lr: sitk.Image, mask: np.ndarray
     return {**scores, "seconds": round(run["seconds"], 1), "peak_rss_mib": round(run["peak_rss_mib"])}
 
 
+def central_crop(pair: SyntheticPair, size: int) -> SyntheticPair:
+    """The pair cut to a central cube of `size` voxels (start and size multiples of 40, so every
+    thickness of the cases tiles it) and degraded again on its own."""
+    if size % 40 or size <= 0 or any(size > n for n in pair.hr.GetSize()):
+        raise InputError(f"crop {size} is invalid: use a positive multiple of 40 no larger than the volume")
+    start = [int(round((n - size) / 80)) * 40 for n in pair.hr.GetSize()]
+    cut = [sitk.RegionOfInterest(image, [size] * 3, start) for image in (pair.hr, pair.reference)]
+    lr = degrade(cut[0], pair.degradation)
+    return dataclasses.replace(pair, hr=cut[0], lr=lr, condition=resample(lr, Grid.of(cut[0]), "bspline"),
+                               reference=cut[1])
+
+
 def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
     variants = args.methods or list(method_specs())
     spawn = multiprocessing.get_context("spawn")
@@ -104,6 +120,8 @@ def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
     for case in args.cases:
         for volume in range(args.volumes):
             pair = make_pair(volume, validation=True, degradation=CASES[case])
+            if args.crop:
+                pair = central_crop(pair, args.crop)
             mask = foreground_mask(sitk.GetArrayFromImage(pair.hr))
             rows.setdefault(case, {}).setdefault("(ground truth)", []).append({"consistency": consistency(pair.hr, pair.lr)})
             for variant in variants:

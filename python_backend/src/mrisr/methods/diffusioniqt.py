@@ -2,9 +2,10 @@
 partial diffusion (PDM, Zhao et al. 2024).
 
 Steps T (`--steps`, default 20) divide t ∈ [0, 1] uniformly (Algorithm 2). Start step K
-(`--start-step`): 0 (the default) is full diffusion from pure noise at t = 1; 1 ≤ K ≤ T is partial
-diffusion: K steps of the same T-step grid, starting at t_K = K / T from the diffused condition
-α_K x_c + σ_K ε (K = 5, T = 20: t_K = 0.25, 4× fewer network evaluations). A model trained with
+(`--start-step`): 0 is full diffusion from pure noise at t = 1; 1 ≤ K ≤ T is partial diffusion: K
+steps of the same T-step grid, starting at t_K = K / T from the diffused condition α_K x_c + σ_K ε
+(the default K = 5, T = 20: t_K = 0.25, 4× fewer network evaluations; the shipped weights are trained
+for exactly this trajectory). A model trained with
 latent alignment (model card field "latent_alignment": {"start_time": t_K}) is sampled on the aligned
 trajectory; otherwise PDM runs on a normally trained model (PDM Fig. 3b) with a warning.
 
