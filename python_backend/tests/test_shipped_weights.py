@@ -25,3 +25,28 @@ def test_ressrdiff_cpu_weights_beat_bspline_on_a_thick_slice_crop():
         scores[method] = (psnr(out, reference, mask=mask), ssim(out, reference, mask=mask))
     assert scores["ressrdiff"][0] > scores["bspline"][0] + 0.5, scores
     assert scores["ressrdiff"][1] > scores["bspline"][1], scores
+
+
+@pytest.fixture(scope="module")
+def heldout_crop():
+    """An 80³ central cube of held-out validation volume 0, ×4 thick low-field slices (the bench case)."""
+    from mrisr.benchmarks.quality import CASES, central_crop
+    from mrisr.synthetic import make_pair
+
+    return central_crop(make_pair(0, validation=True, degradation=CASES["x4_lowfield"]), 80)
+
+
+def _psnr_of(pair, method: str) -> float:
+    reference = sitk.GetArrayFromImage(pair.hr)
+    options = EnhanceOptions(method=method, target_spacing=pair.hr.GetSpacing())
+    needs_reference = method == "diffmsr"
+    out = sitk.GetArrayFromImage(enhance(pair.lr, options, pair.reference if needs_reference else None).image)
+    assert out.shape == reference.shape and np.isfinite(out).all()
+    return psnr(out, reference, mask=foreground_mask(reference))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["diffusioniqt", "diffmsr"])
+def test_shipped_weights_beat_bspline_on_a_heldout_crop(heldout_crop, method):
+    bspline, enhanced = _psnr_of(heldout_crop, "bspline"), _psnr_of(heldout_crop, method)
+    assert enhanced > bspline + 0.5, (method, enhanced, bspline)

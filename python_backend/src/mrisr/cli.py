@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -229,16 +230,23 @@ def cmd_train(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
     from .device import resolve_device
     from .errors import InputError
+    from .training import volume_folder
     from .training.trainer import TrainConfig, Trainer
 
     try:
         tasks = importlib.import_module(f"mrisr.training.tasks.{args.method}")
     except ModuleNotFoundError:
         raise InputError(f"method {args.method!r} has no training recipe: see `mrisr methods`") from None
+    if args.data:
+        if args.method == "tissueseg":
+            raise InputError("--data is for the enhancement methods: tissueseg trains on deformed MNI152 "
+                             "anatomies with their tissue maps; leave --data out")
+        os.environ[volume_folder.ENVIRONMENT] = str(Path(args.data).expanduser().resolve())
+        volume_folder.VolumeFolder(args.data)  # refuse a malformed folder before any work
     task = tasks.make_task(args.preset, args)
     config = TrainConfig(steps=args.steps, out=Path(args.out), learning_rate=args.lr, seed=args.seed,
                          device=resolve_device(args.device), validate_every=args.validate_every,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every, data=os.environ.get(volume_folder.ENVIRONMENT))
     card = Trainer(task, config, progress).run(time_budget=args.time_budget)
     print(f"wrote {card}" if card else f"paused; checkpoint in {args.out} (run the same command to resume)")
     return 0
@@ -255,6 +263,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the recipe's)")
     p.add_argument("--pairs", type=int, default=16, help="synthetic training volumes in the pool (default 16)")
+    p.add_argument("--data", help="train on your own HR volumes instead of the synthetic pairs: "
+                                  "DIR/train/<subject>/target.nii.gz (+ optional reference.nii.gz), same under "
+                                  "DIR/validation/; each target is degraded by the random low-field simulator")
     p.add_argument("--validate-every", type=int, default=500)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--time-budget", type=float, help="pause with a checkpoint after this many seconds")

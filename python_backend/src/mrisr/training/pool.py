@@ -13,7 +13,8 @@ import SimpleITK as sitk
 
 from ..foreground import foreground_mask
 from ..normalization import robust_scale
-from ..synthetic import make_pair
+from ..synthetic import SyntheticPair, make_pair
+from .volume_folder import configured_folder
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ class PairArrays:
     mask: np.ndarray
 
 
-def _normalised(seed: int, validation: bool) -> PairArrays:
-    pair = make_pair(seed, validation=validation)
+def _normalised(pair: SyntheticPair) -> PairArrays:
     lr = sitk.GetArrayFromImage(pair.lr)
     scale = robust_scale(lr, foreground_mask(lr))
     reference = sitk.GetArrayFromImage(pair.reference)
@@ -48,13 +48,21 @@ def _normalised(seed: int, validation: bool) -> PairArrays:
 
 
 class PairPool:
-    """`count` synthetic pairs of one split, made on first use and cached as .npz under ~/.cache/mrisr."""
+    """`count` synthetic pairs of one split, made on first use and cached as .npz under ~/.cache/mrisr;
+    with `mrisr train --data DIR`, the subjects of DIR instead (their count replaces `count`)."""
 
     def __init__(self, count: int, validation: bool = False, folder: Path | None = None):
-        self.count = count
+        self.source = configured_folder(validation)
+        self.count = len(self.source.subjects) if self.source else count
         self.validation = validation
         self.folder = folder or cache_folder()
+        if self.source:
+            self.folder = self.folder.parent / self.source.cache_name
         self._loaded: dict[int, PairArrays] = {}
+
+    def _make(self, index: int) -> PairArrays:
+        pair = self.source.pair(index) if self.source else make_pair(index, validation=self.validation)
+        return _normalised(pair)
 
     def _path(self, index: int) -> Path:
         return self.folder / f"{'val' if self.validation else 'train'}_{index:05d}.npz"
@@ -68,7 +76,7 @@ class PairPool:
                     arrays = PairArrays(**{k: data[k].astype(np.float32 if k != "mask" else bool) for k in data})
             else:
                 log.info("making synthetic pair %d (%s)", index, "validation" if self.validation else "train")
-                arrays = _normalised(index, self.validation)
+                arrays = self._make(index)
                 self.folder.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez(tmp, hr=arrays.hr.astype(np.float16), condition=arrays.condition.astype(np.float16),

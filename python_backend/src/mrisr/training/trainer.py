@@ -59,6 +59,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "cpu"
+    data: str | None = None  # a folder of the user's volumes (`--data`), None for the synthetic pairs
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -188,4 +189,7 @@ class Trainer:
                     "training_seconds": round(self.elapsed, 1), "world_size": self.context.world_size,
                     "torch": torch.__version__}
         card = {**self.task.card(), "name": self.task.name, "training": training, "validation": self.validation}
+        if self.config.data:
+            card["data"] = (f"user volumes from {self.config.data} (train/ and validation/ subjects), each degraded "
+                            "by mrisr.synthetic.random_degradation")
         return save_model(self.ema.state_dict(), card, self.config.out, self.task.name)
