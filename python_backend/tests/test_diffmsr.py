@@ -217,6 +217,7 @@ def install(folder, name: str, network: DiffMSRNetwork, diffusion: LatentDiffusi
 
 def test_pipeline_needs_weights_then_runs_with_installed_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("MRISR_MODELS", str(tmp_path))
+    monkeypatch.setattr("mrisr.model_store.shipped_folder", lambda: tmp_path / "no_shipped_weights")
     _, lr, reference = kspace_case()
     with pytest.raises(InputError, match="no trained weights"):
         enhance(lr, EnhanceOptions(method="diffmsr"), reference=reference)
