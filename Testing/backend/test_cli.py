@@ -126,3 +126,17 @@ def test_enhance_segment_writes_both_segmentations_and_their_agreement(tmp_path,
     # B-spline "enhancement" is the B-spline-interpolated input, so both segmentations agree
     assert [row["dice"] for row in report["input_vs_output"]] == pytest.approx([1.0, 1.0, 1.0], abs=0.01)
     assert report["input_vs_output"][2]["output_ml"] > 50  # white matter of the 120 x 140 x 120 mm crop
+
+
+def test_bench_quality_on_a_crop_writes_metrics_for_truth_and_methods(tmp_path):
+    out = tmp_path / "q.json"
+    run = mrisr("--progress", "none", "bench", "quality", "--crop", "40", "--cases", "x4_lowfield", "--no-lpips",
+                "--methods", "nearest", "bspline", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(out.read_text())["results"]["x4_lowfield"]
+    truth, nearest, bspline = rows["(ground truth)"], rows["nearest"], rows["bspline"]
+    assert 20 < truth["consistency"] < 40 and 20 < truth["consistency_head"] < 40  # low-field contrast + noise
+    assert bspline["psnr"] > nearest["psnr"] + 0.5 and bspline["gmsd"] < nearest["gmsd"]
+    # interpolation keeps the LR's contrast and noise, so it is far more consistent with the LR than the truth
+    assert bspline["consistency_head"] > truth["consistency_head"] + 3
+    assert bspline["volumes"] == 1 and bspline["seconds"] >= 0 and bspline["peak_rss_mib"] > 50

@@ -11,10 +11,12 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from mrisr.errors import InputError
+from mrisr.foreground import foreground_mask
 from mrisr.geometry import Grid, grid_with_spacing, resample
 from mrisr.metrics import (
     acquire_on_grid,
     consistency,
+    head_consistency,
     dice,
     evaluate,
     format_table,
@@ -202,6 +204,20 @@ def test_consistency_ranks_faithful_output_above_degraded_ones():
     assert interpolated > consistency(shifted, lr)
 
 
+def test_head_consistency_ignores_the_air():
+    hr_array = np.zeros((48, 48, 48), dtype=np.float32)
+    hr_array[8:40, 12:36, 12:36] = blobs((32, 24, 24)) + 1.0  # a bright object in air
+    hr = as_image(hr_array)
+    lr = acquire_on_grid(hr, grid_with_spacing(Grid.of(hr), (1.0, 1.0, 4.0)))
+    noisy_air = hr_array + np.where(hr_array > 0, 0.0, 0.05) * np.random.default_rng(0).standard_normal(hr_array.shape)
+    noisy = as_image(noisy_air.astype(np.float32))
+    assert consistency(noisy, lr) < consistency(hr, lr) - 10.0  # the air's noise counts over the whole LR
+    assert head_consistency(noisy, lr) > consistency(noisy, lr) + 2.0  # much less inside the head (its rim only)
+    lr_mask = foreground_mask(sitk.GetArrayFromImage(lr))
+    assert 0.2 < lr_mask.mean() < 0.9
+    assert head_consistency(noisy, lr) == pytest.approx(consistency(noisy, lr, lr_mask))
+
+
 # Dice and IoU -------------------------------------------------------------------------------------
 
 def test_dice_and_iou_of_overlapping_boxes():
@@ -241,6 +257,7 @@ def test_evaluate_returns_all_metrics(volume):
     lr = acquire_on_grid(ref, grid_with_spacing(Grid.of(ref), (1.0, 1.0, 4.0)))
     with_lr = evaluate(pred, ref, lr=lr)
     assert with_lr["consistency"] == pytest.approx(consistency(pred, lr))
+    assert with_lr["consistency_head"] == pytest.approx(head_consistency(pred, lr))
     assert with_lr["psnr"] == pytest.approx(psnr(pred_array, ref_array))  # no mask: all voxels
     assert abs(with_lr["psnr"] - results["psnr"]) > 0.1
 

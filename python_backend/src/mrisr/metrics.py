@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from .degradation import acquire_on_grid
 from .errors import InputError
+from .foreground import foreground_mask
 from .geometry import Grid
 
 SSIM_SIGMA = 1.5
@@ -190,13 +191,20 @@ def gmsd(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> 
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def consistency(output: sitk.Image, lr: sitk.Image) -> float:
+def consistency(output: sitk.Image, lr: sitk.Image, lr_mask: np.ndarray | None = None) -> float:
     """PSNR (dB) between the output re-acquired on the LR grid and the LR input (PDM paper, Eq. 20).
 
-    Measures whether the super-resolved volume explains the acquired data; data_range = LR max - min.
+    Measures whether the super-resolved volume explains the acquired data; data_range = LR max - min over
+    the whole LR, averaged over `lr_mask` (a (z, y, x) mask on the LR grid) or all LR voxels.
     """
     simulated = sitk.GetArrayFromImage(acquire_on_grid(output, Grid.of(lr)))
-    return psnr(simulated, sitk.GetArrayFromImage(lr))
+    return psnr(simulated, sitk.GetArrayFromImage(lr), mask=lr_mask)
+
+
+def head_consistency(output: sitk.Image, lr: sitk.Image) -> float:
+    """`consistency` inside the LR's own foreground (head) mask: the air, where a model that leaves some
+    of the LR noise scores as more consistent than the noise-free truth, is left out."""
+    return consistency(output, lr, foreground_mask(sitk.GetArrayFromImage(lr)))
 
 
 def _label_set(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int] | None) -> list[int]:
@@ -249,7 +257,8 @@ def check_same_grid(pred: sitk.Image, ref: sitk.Image) -> None:
 
 def evaluate(pred: sitk.Image, ref: sitk.Image, lr: sitk.Image | None = None,
              mask: np.ndarray | None = None) -> dict[str, float]:
-    """All full-reference metrics of `pred` against `ref` on the same grid, plus LR consistency if given.
+    """All full-reference metrics of `pred` against `ref` on the same grid, plus LR consistency (whole LR
+    and inside its head mask) if given.
 
     data_range = ref max - min over the whole volume (no percentiles); `mask` restricts PSNR and SSIM.
     """
@@ -266,6 +275,7 @@ def evaluate(pred: sitk.Image, ref: sitk.Image, lr: sitk.Image | None = None,
     }
     if lr is not None:
         results["consistency"] = consistency(pred, lr)
+        results["consistency_head"] = head_consistency(pred, lr)
     return results
 
 
@@ -273,7 +283,7 @@ def _format_value(key: str, value: float | None) -> str:
     """PSNR-like keys (dB) with 2 decimals, others with 4; missing as '-'."""
     if value is None:
         return "-"
-    decimals = 2 if key in ("psnr", "consistency") else 4
+    decimals = 2 if key in ("psnr", "consistency", "consistency_head") else 4
     return f"{value:.{decimals}f}"
 
 

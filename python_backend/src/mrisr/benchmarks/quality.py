@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from ..degradation import PRESETS, DegradationConfig, degrade
 from ..errors import InputError, MRISRError
 from ..foreground import foreground_mask
-from ..metrics import consistency, evaluate
+from ..metrics import consistency, evaluate, head_consistency
 from ..pipeline import EnhanceOptions, enhance
 from ..progress import ProgressCallback, ProgressEvent
 from ..registry import method_specs
@@ -123,7 +123,8 @@ def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
             if args.crop:
                 pair = central_crop(pair, args.crop)
             mask = foreground_mask(sitk.GetArrayFromImage(pair.hr))
-            rows.setdefault(case, {}).setdefault("(ground truth)", []).append({"consistency": consistency(pair.hr, pair.lr)})
+            rows.setdefault(case, {}).setdefault("(ground truth)", []).append(
+                {"consistency": consistency(pair.hr, pair.lr), "consistency_head": head_consistency(pair.hr, pair.lr)})
             for variant in variants:
                 name, overrides = parse_variant(variant)
                 options = EnhanceOptions(method=name, target_spacing=pair.hr.GetSpacing(), **overrides)

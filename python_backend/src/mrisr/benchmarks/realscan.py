@@ -47,6 +47,7 @@ def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
             case[variant] = {k: float(v) for k, v in evaluate(out, hr, lr, mask).items()}
             done += 1
             progress(ProgressEvent("evaluate", done, total, f"{thickness:g} mm {variant}"))
-        case["(ground truth)"] = {"consistency": float(evaluate(hr, hr, lr, mask)["consistency"])}
+        truth = evaluate(hr, hr, lr, mask)
+        case["(ground truth)"] = {k: float(truth[k]) for k in ("consistency", "consistency_head")}
     rows["voxels_scored"] = int(np.count_nonzero(mask))
     return rows
