@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..degradation import DegradationConfig, degrade
-from ..errors import InputError
+from ..errors import InputError, MRISRError
 from ..foreground import foreground_mask
 from ..metrics import evaluate
 from ..pipeline import EnhanceOptions, enhance
@@ -32,9 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thickness", type=float, nargs="+", default=[4.0, 8.0], help="simulated slice thicknesses (mm)")
 
 
-def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
+def _score(variant: str, lr: sitk.Image, hr: sitk.Image, mask: np.ndarray) -> dict:
+    """The metrics of one method variant, or its error (e.g. no weights), so the other rows still run."""
     from .quality import parse_variant
 
+    name, overrides = parse_variant(variant)
+    try:
+        out = enhance(lr, EnhanceOptions(method=name, target_spacing=hr.GetSpacing(), **overrides)).image
+    except MRISRError as exc:
+        return {"error": str(exc)}
+    return {k: float(v) for k, v in evaluate(out, hr, lr, mask).items()}
+
+
+def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
     hr = sitk.Cast(sitk.ReadImage(str(anatomical_path())), sitk.sitkFloat32)[:, :, :24]  # 24 slices: 4 and 8 mm tile it
     mask = foreground_mask(sitk.GetArrayFromImage(hr))
     rows, total, done = {}, len(args.thickness) * len(args.methods), 0
@@ -42,9 +52,7 @@ def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
         lr = degrade(hr, DegradationConfig(slice_thickness=thickness, snr=30.0, noise="rician", seed=5))
         case = rows.setdefault(f"{thickness:g} mm slices", {})
         for variant in args.methods:
-            name, overrides = parse_variant(variant)
-            out = enhance(lr, EnhanceOptions(method=name, target_spacing=hr.GetSpacing(), **overrides)).image
-            case[variant] = {k: float(v) for k, v in evaluate(out, hr, lr, mask).items()}
+            case[variant] = _score(variant, lr, hr, mask)
             done += 1
             progress(ProgressEvent("evaluate", done, total, f"{thickness:g} mm {variant}"))
         truth = evaluate(hr, hr, lr, mask)
