@@ -79,6 +79,7 @@ class MRISuperResolutionParameterNode:
     targetSpacing: Spacing
     device: str = "auto"
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    samples: Annotated[int, WithinRange(1, 32)] = 1
     showResults: bool = True
     segment: bool = False
 
@@ -261,7 +262,7 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         visible = panelOptions(method)
         rows = {"steps": ("stepsLabel", "stepsSpinBox"), "startStep": ("startStepLabel", "startStepSpinBox"),
                 "patchSize": ("patchSizeLabel", "patchSizeSpinBox"), "overlap": ("overlapLabel", "overlapSliderWidget"),
-                "reference": ("referenceLabel", "referenceSelector")}
+                "reference": ("referenceLabel", "referenceSelector"), "samples": ("samplesLabel", "samplesSpinBox")}
         for option, widgets in rows.items():
             for name in widgets:
                 getattr(self.ui, name).visible = visible[option]
@@ -301,7 +302,8 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         method = catalog.get(self._parameterNode.method)
         voxels = nodeio.outputVoxelCount(inputNode, self.targetSpacing())
         steps = self._parameterNode.steps if method.steps is not None else None
-        self.ui.timeEstimateLabel.text = estimates.describeEstimate(method, voxels, steps)
+        samples = self._parameterNode.samples if method.kind == "diffusion" else 1
+        self.ui.timeEstimateLabel.text = estimates.describeEstimate(method, voxels, steps, samples)
 
     # Run
 
@@ -327,7 +329,7 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             method = self.logic.methodCatalog().get(node.method or None)
             parameters = EnhanceParameters(method.name, node.steps, node.startStep, node.patchSize, node.overlap,
                                            self.targetSpacing(), node.device, node.seed,
-                                           segment=node.segment).forMethod(method)
+                                           segment=node.segment, samples=node.samples).forMethod(method)
             self._job = self.logic.start(node.inputVolume, parameters, node.referenceVolume, node.outputVolume,
                                          onProgress=self.onJobProgress, onFinished=self.onJobFinished)
             self.ui.progressBar.value = 0

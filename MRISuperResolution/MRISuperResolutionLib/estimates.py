@@ -28,10 +28,12 @@ def secondsPerMegavoxel(method: MethodInfo) -> dict[str, float]:
     return {device: float(rate) for device, rate in rates.items() if device in DEVICE_NAMES}
 
 
-def estimateSeconds(method: MethodInfo, outputVoxels: int, device: str = "cpu", steps: Optional[int] = None) -> Optional[float]:
+def estimateSeconds(method: MethodInfo, outputVoxels: int, device: str = "cpu", steps: Optional[int] = None,
+                    samples: int = 1) -> Optional[float]:
     """Expected wall time in seconds, or None when the method has no rate for that device.
 
-    Diffusion methods scale linearly with the number of sampling steps (the rate is for the default).
+    Diffusion methods scale linearly with the number of sampling steps (the rate is for the default)
+    and with the number of samples averaged.
     """
     rate = secondsPerMegavoxel(method).get("cuda" if device.startswith("cuda") else device)
     if rate is None:
@@ -39,7 +41,7 @@ def estimateSeconds(method: MethodInfo, outputVoxels: int, device: str = "cpu", 
     scale = 1.0
     if steps is not None and method.steps is not None and method.steps.default > 0:
         scale = steps / method.steps.default
-    return STARTUP_SECONDS + rate * scale * outputVoxels / 1e6
+    return STARTUP_SECONDS + rate * scale * max(1, samples) * outputVoxels / 1e6
 
 
 def formatDuration(seconds: float) -> str:
@@ -50,11 +52,11 @@ def formatDuration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def describeEstimate(method: MethodInfo, outputVoxels: int, steps: Optional[int] = None) -> str:
+def describeEstimate(method: MethodInfo, outputVoxels: int, steps: Optional[int] = None, samples: int = 1) -> str:
     """One line for the panel, e.g. "≈ 4 s on CPU" or "≈ 6 min on CPU, ≈ 20 s on GPU"."""
     parts = []
     for device, name in DEVICE_NAMES.items():
-        seconds = estimateSeconds(method, outputVoxels, device, steps)
+        seconds = estimateSeconds(method, outputVoxels, device, steps, samples)
         if seconds is not None:
             parts.append(f"≈ {formatDuration(seconds)} on {name}")
     megavoxels = f"{outputVoxels / 1e6:.1f} million output voxels"

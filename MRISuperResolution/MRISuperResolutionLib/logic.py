@@ -22,6 +22,7 @@ import slicer
 
 from . import difference as diff
 from . import nodeio, tissues
+from .uncertainty import showAsUncertainty
 from .dependencies import loadCatalog
 from .layout import ComparisonLayout
 from .parameters import EnhanceCancelled, EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo
@@ -35,6 +36,8 @@ DIFFERENCE_ROLE = "MRISuperResolution.Difference"
 INPUT_SEGMENTATION_ROLE = "MRISuperResolution.InputSegmentation"
 OUTPUT_SEGMENTATION_ROLE = "MRISuperResolution.OutputSegmentation"
 TISSUE_TABLE_ROLE = "MRISuperResolution.TissueTable"
+UNCERTAINTY_ROLE = "MRISuperResolution.Uncertainty"
+UNCERTAINTY_FILE = "uncertainty"
 ATTRIBUTE_PREFIX = "MRISuperResolution."
 TEMP_PREFIX = "MRISR-"
 FILE_SUFFIX = ".nii"
@@ -198,17 +201,19 @@ class EnhanceLogic:
                 batchSize: Optional[int] = None, referenceNode=None, outputNode=None, blocking: bool = True,
                 onProgress: Optional[Callable[[EnhanceJob], None]] = None,
                 onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False,
-                segment: bool = False):
+                segment: bool = False, samples: int = 1):
         """Enhance `inputNode`; options left as None take the method's defaults.
 
         Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
         Non-blocking: returns the running EnhanceJob; `onProgress(job)` and `onFinished(job)` are called
         from `job.poll()` (in Slicer a timer polls for you). With `showResults` the comparison layout is
         shown when the run succeeds. With `segment`, brain tissue (CSF/GM/WM) of the interpolated input
-        and of the output is segmented too: two segmentation nodes and an agreement table node.
+        and of the output is segmented too: two segmentation nodes and an agreement table node. With
+        `samples` > 1 (diffusion methods) the output is the mean of that many posterior samples and an
+        uncertainty volume (their per-voxel standard deviation) is added: `logic.uncertaintyNode(out)`.
         """
         parameters = EnhanceParameters(method, steps, startStep, patchSize, overlap, targetSpacing, device, seed,
-                                       batchSize, segment)
+                                       batchSize, segment, samples)
         if showResults:
             onFinished = self._showingResults(onFinished)
         job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished)
@@ -261,7 +266,10 @@ class EnhanceLogic:
             referencePath = os.path.join(workDir, "reference" + FILE_SUFFIX)
             nodeio.writeVolumeFile(referenceNode, referencePath)
             command += ["--reference", referencePath]
-        return command + parameters.cliArguments(method)
+        command += parameters.cliArguments(method)
+        if parameters.samples > 1:
+            command += ["--uncertainty", os.path.join(workDir, UNCERTAINTY_FILE + FILE_SUFFIX)]
+        return command
 
     def importResult(self, job: EnhanceJob):
         """Build enhanced, interpolated and difference volumes, then add them to the scene together."""
@@ -295,6 +303,7 @@ class EnhanceLogic:
             outputNode.SetNodeReferenceID(INTERPOLATED_ROLE, interpolatedNode.GetID())
             outputNode.SetNodeReferenceID(DIFFERENCE_ROLE, differenceNode.GetID())
             replaced = self._addSegmentations(job, outputNode, created) if job.parameters.segment else []
+            replaced += self._addUncertainty(job, outputNode, created) if job.parameters.samples > 1 else []
             self._recordProvenance(outputNode, job)
         except BaseException:
             nodeio.removeNodes(scene, reversed(created))
@@ -323,6 +332,22 @@ class EnhanceLogic:
             nodeio.placeBeside(table, job.inputNode)
             outputNode.SetNodeReferenceID(TISSUE_TABLE_ROLE, table.GetID())
         return [node for node in replaced if node is not None]
+
+    def _addUncertainty(self, job: EnhanceJob, outputNode, created: list) -> list:
+        """The samples' standard deviation as a volume beside the output (hot colours, zero = black);
+        returns the uncertainty volume of an earlier run into the same output, to be removed."""
+        previous = nodeio.referencedNode(outputNode, UNCERTAINTY_ROLE)
+        content = nodeio.readVolumeFile(os.path.join(job.workDir, UNCERTAINTY_FILE + FILE_SUFFIX))
+        node = nodeio.addVolumeToScene(self.scene, content, f"{outputNode.GetName()} uncertainty")
+        created.append(node)
+        showAsUncertainty(node, slicer.util.arrayFromVolume(node))
+        nodeio.placeBeside(node, job.inputNode)
+        outputNode.SetNodeReferenceID(UNCERTAINTY_ROLE, node.GetID())
+        return [previous] if previous is not None else []
+
+    def uncertaintyNode(self, outputNode):
+        """The uncertainty volume (per-voxel standard deviation of the samples) of an enhanced volume, or None."""
+        return nodeio.referencedNode(outputNode, UNCERTAINTY_ROLE)
 
     def _put(self, content, name: str, node, created: list):
         isNew = node is None

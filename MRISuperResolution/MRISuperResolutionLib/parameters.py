@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 OPTION_FLAGS = {"steps": "--steps", "startStep": "--start-step", "patchSize": "--patch-size"}
+MAX_SAMPLES = 32  # the backend's limit (mrisr.posterior_samples)
 REGISTRY_KEYS = {"steps": "steps", "startStep": "start_step", "patchSize": "patch_size"}
 
 
@@ -78,6 +79,7 @@ def panelOptions(method: MethodInfo) -> dict[str, bool]:
         "patchSize": method.usesPatches,
         "overlap": method.usesPatches,
         "reference": method.needsReference,
+        "samples": method.kind == "diffusion",
     }
 
 
@@ -124,6 +126,7 @@ class EnhanceParameters:
     seed: int = 0
     batchSize: Optional[int] = None
     segment: bool = False  # also segment brain tissue of the interpolated input and of the output
+    samples: int = 1  # diffusion methods: posterior samples averaged; > 1 also gives an uncertainty map
 
     def replace(self, **changes: Any) -> "EnhanceParameters":
         return dataclasses.replace(self, **changes)
@@ -131,7 +134,8 @@ class EnhanceParameters:
     def forMethod(self, method: MethodInfo) -> "EnhanceParameters":
         """Drop the options this method does not have (the panel keeps values of hidden widgets)."""
         dropped = {name: None for name in OPTION_FLAGS if method.optionRange(name) is None}
-        return dataclasses.replace(self, method=method.name, **dropped)
+        samples = self.samples if method.kind == "diffusion" else 1
+        return dataclasses.replace(self, method=method.name, samples=samples, **dropped)
 
     def check(self, method: MethodInfo) -> None:
         """Refuse options the method does not take; ranges are checked by the backend itself."""
@@ -140,6 +144,11 @@ class EnhanceParameters:
                 raise EnhanceError(f"method {method.name!r} takes no {flag} (it has no such setting): leave it out")
         if not 0.0 <= self.overlap < 1.0:
             raise EnhanceError(f"overlap {self.overlap} is out of range: use a value in [0, 1)")
+        if not 1 <= int(self.samples) <= MAX_SAMPLES:
+            raise EnhanceError(f"samples {self.samples} is out of range: use 1 to {MAX_SAMPLES}")
+        if self.samples > 1 and method.kind != "diffusion":
+            raise EnhanceError(f"method {method.name!r} is deterministic, so its samples would all be equal: "
+                               "use 1 sample or a diffusion method")
         if self.targetSpacing is not None and len(self.targetSpacing) != 3:
             raise EnhanceError(f"target spacing needs 3 values (x y z in mm), got {list(self.targetSpacing)}")
 
@@ -159,4 +168,6 @@ class EnhanceParameters:
             args += ["--batch-size", str(int(self.batchSize))]
         if self.segment:
             args += ["--segment"]
+        if self.samples > 1:
+            args += ["--samples", str(int(self.samples))]
         return args

@@ -140,3 +140,27 @@ def test_bench_quality_on_a_crop_writes_metrics_for_truth_and_methods(tmp_path):
     # interpolation keeps the LR's contrast and noise, so it is far more consistent with the LR than the truth
     assert bspline["consistency_head"] > truth["consistency_head"] + 3
     assert bspline["volumes"] == 1 and bspline["seconds"] >= 0 and bspline["peak_rss_mib"] > 50
+
+
+def test_enhance_with_samples_writes_the_mean_and_the_uncertainty_map(tmp_path):
+    from mrisr.sample import mni_image
+
+    hr = mni_image("t1")[60:108, 70:134, 40:80]
+    sitk.WriteImage(hr, str(tmp_path / "hr.nii.gz"))
+    assert mrisr("degrade", str(tmp_path / "hr.nii.gz"), str(tmp_path / "lr.nii.gz"), "--thickness", "4",
+                 "--snr", "20").returncode == 0
+    lr, out, sd = (str(tmp_path / n) for n in ("lr.nii.gz", "out.nii.gz", "sd.nii.gz"))
+    refused = mrisr("enhance", lr, out, "--method", "ressrdiff", "--steps", "1", "--uncertainty", sd)
+    assert refused.returncode == 2 and "needs several samples" in refused.stderr
+    refused = mrisr("enhance", lr, out, "--method", "bspline", "--samples", "3")
+    assert refused.returncode == 2 and "deterministic" in refused.stderr
+    assert not Path(out).exists() and not Path(sd).exists()
+    run = mrisr("--progress", "none", "enhance", lr, out, "--method", "ressrdiff", "--steps", "1", "--samples", "2",
+                "--uncertainty", sd, "--target-spacing", "1", "1", "1")
+    assert run.returncode == 0, run.stderr
+    assert "2 samples averaged" in run.stdout
+    mean, spread = sitk.ReadImage(out), sitk.ReadImage(sd)
+    assert mean.GetSize() == spread.GetSize() == hr.GetSize()
+    head = sitk.GetArrayFromImage(hr) > 0.2 * float(sitk.GetArrayFromImage(hr).max())
+    spread_head = sitk.GetArrayFromImage(spread)[head]
+    assert spread_head.min() >= 0 and 0 < np.median(spread_head) < 0.2 * float(sitk.GetArrayFromImage(mean)[head].mean())

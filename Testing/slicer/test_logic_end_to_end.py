@@ -14,7 +14,8 @@ import vtk  # noqa: E402
 from MRISuperResolutionLib import EnhanceError
 from MRISuperResolutionLib import layout as lay
 from MRISuperResolutionLib.difference import FALLBACK_COLOR_ATTRIBUTE, SLICER_DIVERGING_COLOR_ID
-from MRISuperResolutionLib.logic import DIFFERENCE_ROLE, INPUT_ROLE, INTERPOLATED_ROLE
+from MRISuperResolutionLib.logic import DIFFERENCE_ROLE, INPUT_ROLE, INTERPOLATED_ROLE, UNCERTAINTY_ROLE
+from MRISuperResolutionLib.uncertainty import IRON_COLOR_ID
 
 
 def ijkToRAS(node) -> np.ndarray:
@@ -213,9 +214,31 @@ def test_refuses_bad_inputs_before_starting_anything(world, thick_volume, logic)
         (dict(inputNode=inputNode, method="magic"), "unknown method 'magic'"),
         (dict(inputNode=inputNode, method="bspline", steps=10), "takes no --steps"),
         (dict(inputNode=inputNode, method="bspline", outputNode=inputNode), "must differ"),
+        (dict(inputNode=inputNode, method="bspline", samples=2), "deterministic"),
+        (dict(inputNode=inputNode, method="ressrdiff", samples=0), "samples 0 is out of range"),
     ]
     for kwargs, message in cases:
         with pytest.raises(EnhanceError, match=message):
             logic.enhance(**kwargs)
     assert world.nodeIDs() == before
     assert os.listdir(world.tempRoot) == []
+
+
+def test_several_samples_give_the_mean_and_an_uncertainty_volume_replaced_on_rerun(world, thick_volume, logic):
+    inputNode = world.loadVolume(thick_volume, "T1")
+    options = dict(method="ressrdiff", steps=1, targetSpacing=(2.0, 2.0, 2.0), samples=2)
+    outputNode = logic.enhance(inputNode, **options)
+    uncertainty = logic.uncertaintyNode(outputNode)
+    assert uncertainty is outputNode.GetNodeReference(UNCERTAINTY_ROLE) and uncertainty.GetName() == "T1 enhanced uncertainty"
+    np.testing.assert_allclose(ijkToRAS(uncertainty), ijkToRAS(outputNode), atol=1e-4)
+    spread, values = slicer.util.arrayFromVolume(uncertainty), slicer.util.arrayFromVolume(outputNode)
+    head = values > 0.2 * values.max()
+    assert spread.min() >= 0 and 0 < np.median(spread[head]) < 0.2 * values[head].mean()
+    display = uncertainty.GetDisplayNode()
+    assert display.GetColorNodeID() == IRON_COLOR_ID and display.GetWindow() > 0
+    assert display.GetLevel() == pytest.approx(display.GetWindow() / 2)
+    assert json.loads(outputNode.GetAttribute("MRISuperResolution.Parameters"))["samples"] == 2
+    volumesBefore = volumeIDs(world)
+    assert logic.enhance(inputNode, outputNode=outputNode, **options | {"seed": 1}) is outputNode
+    assert logic.uncertaintyNode(outputNode) is not uncertainty and uncertainty.GetScene() is None  # replaced
+    assert len(volumeIDs(world)) == len(volumesBefore)

@@ -43,7 +43,7 @@ def test_catalog_is_the_backend_registry(catalog):
         assert panelOptions(method) == {
             "steps": spec.steps is not None, "startStep": spec.start_step is not None,
             "patchSize": spec.patch_size is not None, "overlap": spec.patch_size is not None,
-            "reference": bool(spec.config.get("needs_reference"))}
+            "reference": bool(spec.config.get("needs_reference")), "samples": spec.kind == "diffusion"}
         if spec.steps is not None:
             assert (method.steps.default, method.steps.minimum, method.steps.maximum) == (
                 spec.steps.default, spec.steps.minimum, spec.steps.maximum)
@@ -57,17 +57,18 @@ def test_diffusion_entries_show_their_options_and_pass_them_to_the_backend():
 
     catalog = MethodCatalog.fromRegistry(FUTURE_REGISTRY)
     method = catalog.get("diffmsr")
-    assert panelOptions(method) == {"steps": True, "startStep": True, "patchSize": True, "overlap": True, "reference": True}
+    assert panelOptions(method) == {"steps": True, "startStep": True, "patchSize": True, "overlap": True, "reference": True,
+                                    "samples": True}
     assert method.patchSize.multipleOf == 16 and method.needsReference
     parameters = EnhanceParameters(steps=20, startStep=5, patchSize=96, overlap=0.5, targetSpacing=(1, 1, 1.5),
-                                   device="cuda:0", seed=7, batchSize=2)
+                                   device="cuda:0", seed=7, batchSize=2, samples=4)
     args = build_parser().parse_args(["enhance", "in.nii", "out.nii", *parameters.forMethod(method).cliArguments(method)])
     assert (args.method, args.steps, args.start_step, args.patch_size, args.overlap) == ("diffmsr", 20, 5, 96, 0.5)
-    assert (args.target_spacing, args.device, args.seed, args.batch_size) == ([1.0, 1.0, 1.5], "cuda:0", 7, 2)
+    assert (args.target_spacing, args.device, args.seed, args.batch_size, args.samples) == ([1.0, 1.0, 1.5], "cuda:0", 7, 2, 4)
     baseline = catalog.get("bspline")
     kept = parameters.forMethod(baseline)  # the panel keeps hidden values; they are dropped for a baseline
     args = build_parser().parse_args(["enhance", "in.nii", "out.nii", *kept.cliArguments(baseline)])
-    assert (args.steps, args.start_step, args.patch_size, args.overlap) == (None, None, None, 0.25)
+    assert (args.steps, args.start_step, args.patch_size, args.overlap, args.samples) == (None, None, None, 0.25, 1)
     with pytest.raises(EnhanceError, match="takes no --start-step"):
         EnhanceParameters(startStep=3).cliArguments(baseline)
     with pytest.raises(EnhanceError, match="overlap"):
@@ -81,6 +82,7 @@ def test_time_estimates(catalog):
     diffusion = MethodCatalog.fromRegistry(FUTURE_REGISTRY).get("diffmsr")
     assert estimates.describeEstimate(diffusion, voxels) == "≈ 4 min on CPU, ≈ 7 s on GPU (8.7 million output voxels)"
     assert estimates.estimateSeconds(diffusion, 10**6, "cuda:1", steps=100) == pytest.approx(2.5 + 1.0)
+    assert estimates.estimateSeconds(diffusion, 10**6, "cuda:1", steps=100, samples=4) == pytest.approx(2.5 + 4.0)
     unknown = MethodInfo("newmethod", "diffusion", "no rates yet")
     assert estimates.estimateSeconds(unknown, voxels) is None
     assert "no time measured" in estimates.describeEstimate(unknown, voxels)

@@ -31,6 +31,9 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
                         help="output spacing in mm; default: the input's finest spacing on every axis")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="diffusion methods: average this many posterior samples (seeds SEED, SEED+1, …); "
+                             "N times the run time (default 1)")
     parser.add_argument("--batch-size", type=int, help="patches or slices per network call")
     parser.add_argument("--planes", default="auto",
                         help="2D methods: slice planes, auto or a comma list of axial, coronal, sagittal "
@@ -45,7 +48,7 @@ def _enhance_options(args: argparse.Namespace):
     return EnhanceOptions(
         method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
         overlap=args.overlap, target_spacing=args.target_spacing, device=args.device, seed=args.seed,
-        batch_size=args.batch_size, max_voxels=args.max_voxels, planes=args.planes,
+        batch_size=args.batch_size, max_voxels=args.max_voxels, planes=args.planes, samples=args.samples,
     )
 
 
@@ -53,10 +56,14 @@ def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from .pipeline import enhance_file
 
     paths = _segmentation_paths(args)
-    result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress)
+    result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress,
+                          uncertainty_path=args.uncertainty)
     size = "x".join(str(v) for v in result.image.GetSize())
     spacing = "x".join(f"{v:g}" for v in result.image.GetSpacing())
-    print(f"wrote {args.output}: {size} voxels at {spacing} mm with {result.method} in {result.seconds:.1f} s")
+    samples = f" ({args.samples} samples averaged)" if args.samples > 1 else ""
+    print(f"wrote {args.output}: {size} voxels at {spacing} mm with {result.method}{samples} in {result.seconds:.1f} s")
+    if args.uncertainty:
+        print(f"wrote {args.uncertainty}: the samples' per-voxel standard deviation")
     if paths is not None:
         _segment_enhancement(args, result.image, paths, progress)
     return 0
@@ -303,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--reference", help="reference volume of another contrast (multi-contrast methods)")
     _add_enhance_options(p)
+    p.add_argument("--uncertainty", help="also write the per-voxel standard deviation of the samples here "
+                                         "(needs --samples 2 or more): where the detail is guessed, not measured")
     p.add_argument("--segment", action="store_true",
                    help="also segment brain tissue (CSF/GM/WM) of the interpolated input and of the output: "
                         "writes OUT_input.seg.nrrd, OUT.seg.nrrd and OUT_tissues.json (Dice, volumes) beside OUT")

@@ -21,6 +21,7 @@ from .foreground import foreground_mask
 from .geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
 from .methods import MethodInput, RunSettings, build_method
 from .normalization import robust_scale
+from .posterior_samples import check_samples, sample_statistics
 from .progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from .registry import MethodSpec, default_method, get_spec
 from .volume_io import check_output_path, read_volume, validate_volume, write_volume
@@ -43,17 +44,20 @@ class EnhanceOptions:
     batch_size: int | None = None
     max_voxels: int = DEFAULT_MAX_VOXELS
     planes: str = "auto"
+    samples: int = 1  # posterior samples (seeds seed, seed+1, …) averaged; > 1 also gives an uncertainty map
 
 
 @dataclass(frozen=True)
 class EnhanceResult:
-    """The enhanced image (own grid, float32, input intensity scale) and what produced it."""
+    """The enhanced image (own grid, float32, input intensity scale) and what produced it; with several
+    samples, `image` is their mean and `uncertainty` their per-voxel standard deviation (same units)."""
 
     image: sitk.Image
     method: str
     settings: dict
     seconds: float
     timings: dict = field(default_factory=dict)
+    uncertainty: sitk.Image | None = None
 
 
 PLANE_NORMALS = {"sagittal": 0, "coronal": 1, "axial": 2}  # patient (LPS) axis each plane is perpendicular to
@@ -135,6 +139,7 @@ def enhance(
     started = time.perf_counter()
     spec = get_spec(options.method or default_method())
     settings = resolve_settings(spec, options)
+    check_samples(options.samples, spec.kind == "diffusion", spec.name)
     image = validate_volume(image)
     settings = dataclasses.replace(settings, slice_axes=slice_axes(options.planes, image.GetDirection()))
     if spec.config.get("needs_reference") and reference is None:
@@ -148,13 +153,21 @@ def enhance(
     ref = None if reference is None else _normalised_reference(reference, grid)
     cancel.check()
     method = build_method(spec)
-    inputs = MethodInput(lr=lr, grid=grid, mask=out_mask, reference=ref, settings=settings)
-    result = method.run(inputs, progress, cancel)
-    cancel.check()
-    output = grid.image_from_array(scale.invert(result))
+
+    def run(seed: int, report: ProgressCallback) -> np.ndarray:
+        inputs = MethodInput(lr=lr, grid=grid, mask=out_mask, reference=ref,
+                             settings=dataclasses.replace(settings, seed=seed))
+        output = method.run(inputs, report, cancel)
+        cancel.check()
+        return output
+
+    stats = sample_statistics(run, settings.seed, options.samples, progress)
+    output = grid.image_from_array(scale.invert(stats.mean))
+    uncertainty = None if options.samples == 1 else grid.image_from_array(stats.std * np.float32(scale.high - scale.low))
     seconds = time.perf_counter() - started
-    log.info("enhanced with %s to %s in %.1f s", spec.name, grid.size, seconds)
-    return EnhanceResult(output, spec.name, asdict(settings), seconds)
+    log.info("enhanced with %s to %s in %.1f s (%d sample(s))", spec.name, grid.size, seconds, options.samples)
+    return EnhanceResult(output, spec.name, asdict(settings) | {"samples": options.samples}, seconds,
+                         uncertainty=uncertainty)
 
 
 def enhance_file(
@@ -164,11 +177,17 @@ def enhance_file(
     reference_path: str | os.PathLike | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    uncertainty_path: str | os.PathLike | None = None,
 ) -> EnhanceResult:
-    """Read, enhance and atomically write; the inputs are never overwritten and a failure writes nothing."""
+    """Read, enhance and atomically write (and the uncertainty map, which needs samples > 1); the inputs
+    are never overwritten and a failure writes nothing."""
     protect = tuple(p for p in (input_path, reference_path) if p is not None)
     check_output_path(output_path, protect)
-    resolve_settings(get_spec(options.method or default_method()), options)
+    spec = get_spec(options.method or default_method())
+    resolve_settings(spec, options)
+    check_samples(options.samples, spec.kind == "diffusion", spec.name)
+    if uncertainty_path is not None:
+        _check_uncertainty_path(uncertainty_path, output_path, protect, options.samples)
     progress(ProgressEvent("load", 0, 1, str(input_path)))
     image = read_volume(input_path)
     reference = read_volume(reference_path) if reference_path is not None else None
@@ -176,5 +195,17 @@ def enhance_file(
     result = enhance(image, options, reference, progress, cancel)
     progress(ProgressEvent("save", 0, 1, str(output_path)))
     write_volume(result.image, output_path, protect=protect)
+    if uncertainty_path is not None:
+        write_volume(result.uncertainty, uncertainty_path, protect=protect + (output_path,))
     progress(ProgressEvent("save", 1, 1, str(output_path)))
     return result
+
+
+def _check_uncertainty_path(path: str | os.PathLike, output_path: str | os.PathLike,
+                            protect: tuple, samples: int) -> None:
+    """The uncertainty map needs several samples and a path of its own."""
+    if samples < 2:
+        raise InputError("an uncertainty map needs several samples: add --samples 2 or more")
+    if os.path.abspath(path) == os.path.abspath(output_path):
+        raise InputError(f"uncertainty path {path} is the output path: give the uncertainty map its own file")
+    check_output_path(path, protect)
