@@ -102,3 +102,11 @@ def test_start_step_alone_caps_the_default_steps():
     assert resolve_settings(spec, EnhanceOptions(method="sr3pdm", start_step=10)).steps == 10
     assert resolve_settings(spec, EnhanceOptions(method="sr3pdm")).steps == spec.steps.default
     assert resolve_settings(spec, EnhanceOptions(method="sr3pdm", start_step=50, steps=5)).steps == 5
+
+
+def test_start_step_alone_keeps_the_vdm_grid_of_diffusioniqt():
+    """DiffusionIQT's steps are the grid T that K lies on: K = 2 alone means K = 2 of the default 20."""
+    from mrisr.pipeline import resolve_settings
+
+    settings = resolve_settings(get_spec("diffusioniqt"), EnhanceOptions(method="diffusioniqt", start_step=2))
+    assert (settings.steps, settings.start_step) == (20, 2)

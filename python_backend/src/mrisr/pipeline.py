@@ -99,7 +99,7 @@ def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
         raise InputError(f"batch size {options.batch_size} is invalid: use --batch-size 1 or more")
     start_step = ranged("start_step", "--start-step", options.start_step)
     steps = options.steps
-    if steps is None and spec.steps is not None and options.start_step is not None:
+    if steps is None and spec.steps is not None and options.start_step is not None and spec.start_step.caps_steps:
         steps = min(spec.steps.default, start_step)  # a partial chain of K steps has at most K steps
     return RunSettings(
         steps=ranged("steps", "--steps", steps),

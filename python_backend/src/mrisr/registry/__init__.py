@@ -17,12 +17,17 @@ from ..errors import InputError
 
 @dataclass(frozen=True)
 class Range:
-    """Allowed integer values of a sampling option, with its default."""
+    """Allowed integer values of a sampling option, with its default.
+
+    caps_steps (start step only): the sampler takes at most K steps from t_K (SR3/DDIM), so a start
+    step given alone also lowers the default steps; off where steps is the grid K lies on (VDM, T).
+    """
 
     default: int
     minimum: int
     maximum: int
     multiple_of: int = 1
+    caps_steps: bool = False
 
     def check(self, name: str, flag: str, value: int | None, method: str) -> int:
         if value is None:
