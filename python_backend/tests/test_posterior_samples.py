@@ -37,9 +37,16 @@ def test_sample_count_checks():
     for bad in (0, MAX_SAMPLES + 1, 2.5, True):
         with pytest.raises(InputError, match="out of range"):
             check_samples(bad, True, "ressrdiff")
+
+
+def test_progress_of_several_samples_counts_over_the_whole_run():
     events = []
     labelled(events.append, 0, 1)(ProgressEvent("sample", 0, 1, ""))
-    assert events[0].message == ""
+    assert events[0] == ProgressEvent("sample", 0, 1, "")
+    labelled(events.append, 2, 4)(ProgressEvent("slices", 3, 10, "3/10 slice batches"))
+    assert events[1] == ProgressEvent("slices", 23, 40, "sample 3/4: 3/10 slice batches")
+    labelled(events.append, 0, 4)(ProgressEvent("resample", 1, 1, ""))
+    assert events[2] == ProgressEvent("resample", 1, 4, "sample 1/4")
 
 
 @pytest.fixture(scope="module")

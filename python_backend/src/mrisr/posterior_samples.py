@@ -38,12 +38,13 @@ def check_samples(samples: int, stochastic: bool, method: str) -> None:
 
 
 def labelled(progress: ProgressCallback, index: int, samples: int) -> ProgressCallback:
-    """`progress` with "sample i/N" in front of each message (unchanged for a single sample)."""
+    """`progress` counted over all samples (sample i's units follow those of samples 0..i-1, so bars
+    and ETAs cover the whole run) with "sample i/N" in front of each message; unchanged for one sample."""
     if samples == 1:
         return progress
 
     def report(event: ProgressEvent) -> None:
-        progress(ProgressEvent(event.stage, event.done, event.total,
+        progress(ProgressEvent(event.stage, index * event.total + event.done, samples * event.total,
                                f"sample {index + 1}/{samples}: {event.message}".rstrip(": ")))
     return report
 

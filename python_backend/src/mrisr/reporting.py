@@ -31,7 +31,10 @@ class _TqdmBars:
         if event.stage != self.stage:
             self.close()
             self.stage = event.stage
-            self.bar = tqdm(total=event.total, desc=event.stage, unit="it", file=sys.stderr, leave=False)
+            # a stage resumed part-way (the next posterior sample) starts at `initial`, so the ETA uses
+            # only the rate measured since
+            self.bar = tqdm(total=event.total, initial=event.done, desc=event.stage, unit="it", file=sys.stderr,
+                            leave=False)
         self.bar.total = event.total
         self.bar.n = event.done
         self.bar.set_postfix_str(event.message[-40:], refresh=True)
