@@ -80,6 +80,7 @@ class MRISuperResolutionParameterNode:
     device: str = "auto"
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     samples: Annotated[int, WithinRange(1, 32)] = 1
+    dataConsistency: Annotated[int, WithinRange(0, 10)] = 0
     showResults: bool = True
     segment: bool = False
 
@@ -329,7 +330,8 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             method = self.logic.methodCatalog().get(node.method or None)
             parameters = EnhanceParameters(method.name, node.steps, node.startStep, node.patchSize, node.overlap,
                                            self.targetSpacing(), node.device, node.seed,
-                                           segment=node.segment, samples=node.samples).forMethod(method)
+                                           segment=node.segment, samples=node.samples,
+                                           dataConsistency=node.dataConsistency).forMethod(method)
             self._job = self.logic.start(node.inputVolume, parameters, node.referenceVolume, node.outputVolume,
                                          onProgress=self.onJobProgress, onFinished=self.onJobFinished)
             self.ui.progressBar.value = 0

@@ -201,7 +201,7 @@ class EnhanceLogic:
                 batchSize: Optional[int] = None, referenceNode=None, outputNode=None, blocking: bool = True,
                 onProgress: Optional[Callable[[EnhanceJob], None]] = None,
                 onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False,
-                segment: bool = False, samples: int = 1):
+                segment: bool = False, samples: int = 1, dataConsistency: int = 0):
         """Enhance `inputNode`; options left as None take the method's defaults.
 
         Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
@@ -211,9 +211,11 @@ class EnhanceLogic:
         and of the output is segmented too: two segmentation nodes and an agreement table node. With
         `samples` > 1 (diffusion methods) the output is the mean of that many posterior samples and an
         uncertainty volume (their per-voxel standard deviation) is added: `logic.uncertaintyNode(out)`.
+        `dataConsistency` > 0 back-projects the output toward the acquired slices that many times (helps on
+        real thick-slice scans, hurts when the input's contrast differs from the wanted one).
         """
         parameters = EnhanceParameters(method, steps, startStep, patchSize, overlap, targetSpacing, device, seed,
-                                       batchSize, segment, samples)
+                                       batchSize, segment, samples, dataConsistency)
         if showResults:
             onFinished = self._showingResults(onFinished)
         job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished)

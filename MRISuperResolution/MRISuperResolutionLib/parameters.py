@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 OPTION_FLAGS = {"steps": "--steps", "startStep": "--start-step", "patchSize": "--patch-size"}
 MAX_SAMPLES = 32  # the backend's limit (mrisr.posterior_samples)
+MAX_DATA_CONSISTENCY = 10  # the backend's limit (mrisr.backprojection)
 REGISTRY_KEYS = {"steps": "steps", "startStep": "start_step", "patchSize": "patch_size"}
 
 
@@ -127,6 +128,7 @@ class EnhanceParameters:
     batchSize: Optional[int] = None
     segment: bool = False  # also segment brain tissue of the interpolated input and of the output
     samples: int = 1  # diffusion methods: posterior samples averaged; > 1 also gives an uncertainty map
+    dataConsistency: int = 0  # back-projection iterations toward the acquired slices (0 = off)
 
     def replace(self, **changes: Any) -> "EnhanceParameters":
         return dataclasses.replace(self, **changes)
@@ -149,6 +151,9 @@ class EnhanceParameters:
         if self.samples > 1 and method.kind != "diffusion":
             raise EnhanceError(f"method {method.name!r} is deterministic, so its samples would all be equal: "
                                "use 1 sample or a diffusion method")
+        if not 0 <= int(self.dataConsistency) <= MAX_DATA_CONSISTENCY:
+            raise EnhanceError(f"data consistency {self.dataConsistency} is out of range: "
+                               f"use 0 (off) to {MAX_DATA_CONSISTENCY} iterations")
         if self.targetSpacing is not None and len(self.targetSpacing) != 3:
             raise EnhanceError(f"target spacing needs 3 values (x y z in mm), got {list(self.targetSpacing)}")
 
@@ -170,4 +175,6 @@ class EnhanceParameters:
             args += ["--segment"]
         if self.samples > 1:
             args += ["--samples", str(int(self.samples))]
+        if self.dataConsistency > 0:
+            args += ["--data-consistency", str(int(self.dataConsistency))]
         return args

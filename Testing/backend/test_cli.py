@@ -164,3 +164,21 @@ def test_enhance_with_samples_writes_the_mean_and_the_uncertainty_map(tmp_path):
     head = sitk.GetArrayFromImage(hr) > 0.2 * float(sitk.GetArrayFromImage(hr).max())
     spread_head = sitk.GetArrayFromImage(spread)[head]
     assert spread_head.min() >= 0 and 0 < np.median(spread_head) < 0.2 * float(sitk.GetArrayFromImage(mean)[head].mean())
+
+
+def test_enhance_with_data_consistency_agrees_with_the_acquired_slices(tmp_path):
+    from mrisr.metrics import consistency
+    from mrisr.sample import mni_image
+
+    hr = mni_image("t1")[60:108, 70:134, 40:80]
+    sitk.WriteImage(hr, str(tmp_path / "hr.nii.gz"))
+    assert mrisr("degrade", str(tmp_path / "hr.nii.gz"), str(tmp_path / "lr.nii.gz"), "--thickness", "4",
+                 "--snr", "30").returncode == 0
+    lr, plain, dc = (str(tmp_path / n) for n in ("lr.nii.gz", "plain.nii.gz", "dc.nii.gz"))
+    refused = mrisr("enhance", lr, dc, "--method", "bspline", "--data-consistency", "11")
+    assert refused.returncode == 2 and "--data-consistency 0 (off) to 10" in refused.stderr and not Path(dc).exists()
+    for path, extra in ((plain, []), (dc, ["--data-consistency", "2"])):
+        run = mrisr("--progress", "none", "enhance", lr, path, "--method", "bspline", *extra)
+        assert run.returncode == 0, run.stderr
+    acquired = sitk.ReadImage(lr)
+    assert consistency(sitk.ReadImage(dc), acquired) > consistency(sitk.ReadImage(plain), acquired) + 5.0

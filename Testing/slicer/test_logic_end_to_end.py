@@ -216,6 +216,7 @@ def test_refuses_bad_inputs_before_starting_anything(world, thick_volume, logic)
         (dict(inputNode=inputNode, method="bspline", outputNode=inputNode), "must differ"),
         (dict(inputNode=inputNode, method="bspline", samples=2), "deterministic"),
         (dict(inputNode=inputNode, method="ressrdiff", samples=0), "samples 0 is out of range"),
+        (dict(inputNode=inputNode, method="bspline", dataConsistency=-1), "data consistency -1 is out of range"),
     ]
     for kwargs, message in cases:
         with pytest.raises(EnhanceError, match=message):
@@ -242,3 +243,21 @@ def test_several_samples_give_the_mean_and_an_uncertainty_volume_replaced_on_rer
     assert logic.enhance(inputNode, outputNode=outputNode, **options | {"seed": 1}) is outputNode
     assert logic.uncertaintyNode(outputNode) is not uncertainty and uncertainty.GetScene() is None  # replaced
     assert len(volumeIDs(world)) == len(volumesBefore)
+
+
+def test_data_consistency_makes_the_output_agree_with_the_acquired_slices(world, thick_volume, logic, tmp_path):
+    import SimpleITK as sitk
+    from mrisr.metrics import consistency
+    from MRISuperResolutionLib import nodeio
+
+    inputNode = world.loadVolume(thick_volume, "T1")
+    acquired = sitk.ReadImage(str(thick_volume))
+    scores = {}
+    for iterations in (0, 2):
+        outputNode = logic.enhance(inputNode, method="bspline", targetSpacing=(2.0, 2.0, 2.0),
+                                   dataConsistency=iterations)
+        assert json.loads(outputNode.GetAttribute("MRISuperResolution.Parameters"))["dataConsistency"] == iterations
+        path = os.path.join(str(tmp_path), f"out{iterations}.nii")
+        nodeio.writeVolumeFile(outputNode, path)  # the same writer that hands volumes to the backend
+        scores[iterations] = consistency(sitk.ReadImage(path), acquired)
+    assert scores[2] > scores[0] + 3.0

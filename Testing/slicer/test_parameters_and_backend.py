@@ -61,18 +61,22 @@ def test_diffusion_entries_show_their_options_and_pass_them_to_the_backend():
                                     "samples": True}
     assert method.patchSize.multipleOf == 16 and method.needsReference
     parameters = EnhanceParameters(steps=20, startStep=5, patchSize=96, overlap=0.5, targetSpacing=(1, 1, 1.5),
-                                   device="cuda:0", seed=7, batchSize=2, samples=4)
+                                   device="cuda:0", seed=7, batchSize=2, samples=4, dataConsistency=2)
     args = build_parser().parse_args(["enhance", "in.nii", "out.nii", *parameters.forMethod(method).cliArguments(method)])
     assert (args.method, args.steps, args.start_step, args.patch_size, args.overlap) == ("diffmsr", 20, 5, 96, 0.5)
     assert (args.target_spacing, args.device, args.seed, args.batch_size, args.samples) == ([1.0, 1.0, 1.5], "cuda:0", 7, 2, 4)
+    assert args.data_consistency == 2
     baseline = catalog.get("bspline")
     kept = parameters.forMethod(baseline)  # the panel keeps hidden values; they are dropped for a baseline
     args = build_parser().parse_args(["enhance", "in.nii", "out.nii", *kept.cliArguments(baseline)])
     assert (args.steps, args.start_step, args.patch_size, args.overlap, args.samples) == (None, None, None, 0.25, 1)
+    assert args.data_consistency == 2  # back-projection works for every method, baselines included
     with pytest.raises(EnhanceError, match="takes no --start-step"):
         EnhanceParameters(startStep=3).cliArguments(baseline)
     with pytest.raises(EnhanceError, match="overlap"):
         EnhanceParameters(overlap=1.0).cliArguments(method)
+    with pytest.raises(EnhanceError, match="data consistency 11 is out of range"):
+        EnhanceParameters(dataConsistency=11).cliArguments(method)
 
 
 def test_time_estimates(catalog):

@@ -34,6 +34,10 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=1,
                         help="diffusion methods: average this many posterior samples (seeds SEED, SEED+1, …); "
                              "N times the run time (default 1)")
+    parser.add_argument("--data-consistency", type=int, default=0, metavar="N",
+                        help="N back-projection iterations that make the output agree with the acquired slices "
+                             "(0 = off, the default); helps on real thick-slice scans, hurts when the input's "
+                             "contrast differs from the wanted output (low-field)")
     parser.add_argument("--batch-size", type=int, help="patches or slices per network call")
     parser.add_argument("--planes", default="auto",
                         help="2D methods: slice planes, auto or a comma list of axial, coronal, sagittal "
@@ -49,6 +53,7 @@ def _enhance_options(args: argparse.Namespace):
         method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
         overlap=args.overlap, target_spacing=args.target_spacing, device=args.device, seed=args.seed,
         batch_size=args.batch_size, max_voxels=args.max_voxels, planes=args.planes, samples=args.samples,
+        data_consistency=args.data_consistency,
     )
 
 

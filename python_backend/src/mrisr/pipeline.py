@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from .device import resolve_device
 from .errors import InputError
+from .backprojection import back_project, check_iterations
 from .foreground import foreground_mask
 from .geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
 from .methods import MethodInput, RunSettings, build_method
@@ -45,6 +46,7 @@ class EnhanceOptions:
     max_voxels: int = DEFAULT_MAX_VOXELS
     planes: str = "auto"
     samples: int = 1  # posterior samples (seeds seed, seed+1, …) averaged; > 1 also gives an uncertainty map
+    data_consistency: int = 0  # back-projection iterations toward the acquired slices (0 = off)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def resolve_settings(spec: MethodSpec, options: EnhanceOptions) -> RunSettings:
         raise InputError(f"overlap {options.overlap} is out of range: use --overlap in [0, 1)")
     if options.batch_size is not None and options.batch_size < 1:
         raise InputError(f"batch size {options.batch_size} is invalid: use --batch-size 1 or more")
+    check_iterations(options.data_consistency)
     start_step = ranged("start_step", "--start-step", options.start_step)
     steps = options.steps
     if steps is None and spec.steps is not None and options.start_step is not None and spec.start_step.caps_steps:
@@ -162,12 +165,26 @@ def enhance(
         return output
 
     stats = sample_statistics(run, settings.seed, options.samples, progress)
-    output = grid.image_from_array(scale.invert(stats.mean))
+    output = _consistent_with(grid.image_from_array(scale.invert(stats.mean)), image, options.data_consistency,
+                              progress, cancel)
     uncertainty = None if options.samples == 1 else grid.image_from_array(stats.std * np.float32(scale.high - scale.low))
     seconds = time.perf_counter() - started
     log.info("enhanced with %s to %s in %.1f s (%d sample(s))", spec.name, grid.size, seconds, options.samples)
-    return EnhanceResult(output, spec.name, asdict(settings) | {"samples": options.samples}, seconds,
+    extra = {"samples": options.samples, "data_consistency": options.data_consistency}
+    return EnhanceResult(output, spec.name, asdict(settings) | extra, seconds,
                          uncertainty=uncertainty)
+
+
+def _consistent_with(output: sitk.Image, acquired: sitk.Image, iterations: int, progress: ProgressCallback,
+                    cancel: CancelToken) -> sitk.Image:
+    """`output` back-projected toward the acquired input when asked (see mrisr.backprojection)."""
+    if iterations == 0:
+        return output
+    cancel.check()
+    progress(ProgressEvent("data consistency", 0, 1, f"{iterations} back-projection iteration(s)"))
+    output = back_project(output, acquired, iterations)
+    progress(ProgressEvent("data consistency", 1, 1, f"{iterations} back-projection iteration(s)"))
+    return output
 
 
 def enhance_file(
