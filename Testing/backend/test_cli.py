@@ -142,13 +142,19 @@ def test_bench_quality_on_a_crop_writes_metrics_for_truth_and_methods(tmp_path):
     assert bspline["volumes"] == 1 and bspline["seconds"] >= 0 and bspline["peak_rss_mib"] > 50
 
 
-def test_enhance_with_samples_writes_the_mean_and_the_uncertainty_map(tmp_path):
+def _thick_mni_crop(folder: Path, snr: str) -> sitk.Image:
+    """A 48×64×40 mm cut of the MNI template as hr.nii.gz and its 4 mm slices (`mrisr degrade`) as lr.nii.gz."""
     from mrisr.sample import mni_image
 
     hr = mni_image("t1")[60:108, 70:134, 40:80]
-    sitk.WriteImage(hr, str(tmp_path / "hr.nii.gz"))
-    assert mrisr("degrade", str(tmp_path / "hr.nii.gz"), str(tmp_path / "lr.nii.gz"), "--thickness", "4",
-                 "--snr", "20").returncode == 0
+    sitk.WriteImage(hr, str(folder / "hr.nii.gz"))
+    assert mrisr("degrade", str(folder / "hr.nii.gz"), str(folder / "lr.nii.gz"), "--thickness", "4",
+                 "--snr", snr).returncode == 0
+    return hr
+
+
+def test_enhance_with_samples_writes_the_mean_and_the_uncertainty_map(tmp_path):
+    hr = _thick_mni_crop(tmp_path, "20")
     lr, out, sd = (str(tmp_path / n) for n in ("lr.nii.gz", "out.nii.gz", "sd.nii.gz"))
     refused = mrisr("enhance", lr, out, "--method", "ressrdiff", "--steps", "1", "--uncertainty", sd)
     assert refused.returncode == 2 and "needs several samples" in refused.stderr
@@ -168,12 +174,8 @@ def test_enhance_with_samples_writes_the_mean_and_the_uncertainty_map(tmp_path):
 
 def test_enhance_with_data_consistency_agrees_with_the_acquired_slices(tmp_path):
     from mrisr.metrics import consistency
-    from mrisr.sample import mni_image
 
-    hr = mni_image("t1")[60:108, 70:134, 40:80]
-    sitk.WriteImage(hr, str(tmp_path / "hr.nii.gz"))
-    assert mrisr("degrade", str(tmp_path / "hr.nii.gz"), str(tmp_path / "lr.nii.gz"), "--thickness", "4",
-                 "--snr", "30").returncode == 0
+    _thick_mni_crop(tmp_path, "30")
     lr, plain, dc = (str(tmp_path / n) for n in ("lr.nii.gz", "plain.nii.gz", "dc.nii.gz"))
     refused = mrisr("enhance", lr, dc, "--method", "bspline", "--data-consistency", "11")
     assert refused.returncode == 2 and "--data-consistency 0 (off) to 10" in refused.stderr and not Path(dc).exists()
