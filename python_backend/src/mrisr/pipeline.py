@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .backprojection import back_project, check_iterations
 from .device import resolve_device
 from .errors import InputError
-from .backprojection import back_project, check_iterations
 from .foreground import foreground_mask
 from .geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
 from .methods import MethodInput, RunSettings, build_method
