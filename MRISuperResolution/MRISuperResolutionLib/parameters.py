@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 OPTION_FLAGS = {"steps": "--steps", "startStep": "--start-step", "patchSize": "--patch-size"}
-MAX_SAMPLES = 32  # the backend's limit (mrisr.posterior_samples)
-MAX_DATA_CONSISTENCY = 10  # the backend's limit (mrisr.backprojection)
+MAX_SAMPLES = 32  # the backend's limit (mrisr.inference.posterior_samples)
+MAX_DATA_CONSISTENCY = 10  # the backend's limit (mrisr.imaging.backprojection)
 REGISTRY_KEYS = {"steps": "steps", "startStep": "start_step", "patchSize": "patch_size"}
 
 

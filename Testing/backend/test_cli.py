@@ -19,7 +19,7 @@ def mrisr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def thick_volume(tmp_path_factory) -> Path:
     """A 1×1×4 mm thick-slice cut of the MNI152 template (cropped for speed)."""
-    from mrisr.sample import mni_image
+    from mrisr.simulation.template import mni_image
 
     folder = tmp_path_factory.mktemp("cli")
     hr = mni_image("t1")[40:160, 40:180, 40:160]
@@ -97,7 +97,7 @@ def test_bad_input_gives_one_line_and_no_output(tmp_path, args, message):
 
 def test_segment_with_the_gmm_fallback_and_a_reference(tmp_path, thick_volume):
     """`mrisr segment` writes a Slicer .seg.nrrd and scores it against a reference label map."""
-    from mrisr.tissues import template_labels
+    from mrisr.segmentation.tissues import template_labels
 
     reference = sitk.GetImageFromArray(template_labels()[40:160, 40:180, 40:160])
     reference.CopyInformation(sitk.ReadImage(str(thick_volume)))
@@ -144,7 +144,7 @@ def test_bench_quality_on_a_crop_writes_metrics_for_truth_and_methods(tmp_path):
 
 def _thick_mni_crop(folder: Path, snr: str) -> sitk.Image:
     """A 48×64×40 mm cut of the MNI template as hr.nii.gz and its 4 mm slices (`mrisr degrade`) as lr.nii.gz."""
-    from mrisr.sample import mni_image
+    from mrisr.simulation.template import mni_image
 
     hr = mni_image("t1")[60:108, 70:134, 40:80]
     sitk.WriteImage(hr, str(folder / "hr.nii.gz"))
@@ -173,7 +173,7 @@ def test_enhance_with_samples_writes_the_mean_and_the_uncertainty_map(tmp_path):
 
 
 def test_enhance_with_data_consistency_agrees_with_the_acquired_slices(tmp_path):
-    from mrisr.metrics import consistency
+    from mrisr.evaluation.metrics import consistency
 
     _thick_mni_crop(tmp_path, "30")
     lr, plain, dc = (str(tmp_path / n) for n in ("lr.nii.gz", "plain.nii.gz", "dc.nii.gz"))

@@ -35,7 +35,7 @@ def world(tmp_path):
 def thick_volume(tmp_path_factory) -> Path:
     """A thick-slice (1 × 1 × 4 mm) cut of the MNI152 template with an oblique direction, as NIfTI."""
     sitk = pytest.importorskip("SimpleITK")
-    from mrisr.sample import mni_image
+    from mrisr.simulation.template import mni_image
 
     hr = mni_image("t1")[30:170, 40:190, 60:120]
     hr.SetDirection(sitk.VersorTransform((0, 0, 1), 0.2).GetMatrix())

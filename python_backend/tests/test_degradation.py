@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mrisr.degradation import (
+from mrisr.simulation.degradation import (
     PRESETS,
     DegradationConfig,
     _gaussian_blur_mm,
@@ -18,7 +18,7 @@ from mrisr.degradation import (
     get_preset,
 )
 from mrisr.errors import InputError
-from mrisr.geometry import Grid
+from mrisr.imaging.geometry import Grid
 
 
 def _rotation(angles_deg: tuple[float, float, float]) -> tuple[float, ...]:

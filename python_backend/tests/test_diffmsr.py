@@ -6,15 +6,15 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from mrisr import kspace
-from mrisr.degradation import DegradationConfig, degrade
+from mrisr.simulation import kspace
+from mrisr.simulation.degradation import DegradationConfig, degrade
 from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior, stage1_loss, stage2_loss
 from mrisr.errors import CancelledError, InputError
-from mrisr.geometry import Grid
+from mrisr.imaging.geometry import Grid
 from mrisr.methods import MethodInput, RunSettings
 from mrisr.inference.slicewise import default_axes
 from mrisr.methods.diffmsr import DiffMSRMethod, truncated_axes
-from mrisr.model_store import save_model
+from mrisr.io.model_store import save_model
 from mrisr.networks.diffmsr import PRESETS, DiffMSRConfig, DiffMSRNetwork, PriorConfig
 from mrisr.networks.plwformer import PLWformerConfig
 from mrisr.pipeline import EnhanceOptions, enhance
@@ -217,7 +217,7 @@ def install(folder, name: str, network: DiffMSRNetwork, diffusion: LatentDiffusi
 
 def test_pipeline_needs_weights_then_runs_with_installed_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("MRISR_MODELS", str(tmp_path))
-    monkeypatch.setattr("mrisr.model_store.shipped_folder", lambda: tmp_path / "no_shipped_weights")
+    monkeypatch.setattr("mrisr.io.model_store.shipped_folder", lambda: tmp_path / "no_shipped_weights")
     _, lr, reference = kspace_case()
     with pytest.raises(InputError, match="no trained weights"):
         enhance(lr, EnhanceOptions(method="diffmsr"), reference=reference)

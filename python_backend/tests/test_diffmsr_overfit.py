@@ -8,15 +8,15 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from mrisr import kspace
-from mrisr.benchmarks.diffmsr import t2_like
-from mrisr.degradation import DegradationConfig, degrade
+from mrisr.simulation import kspace
+from mrisr.evaluation.benchmarks.diffmsr import t2_like
+from mrisr.simulation.degradation import DegradationConfig, degrade
 from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior, stage1_loss, stage2_loss
-from mrisr.geometry import Grid, grid_with_spacing, resample
-from mrisr.metrics import psnr
+from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
+from mrisr.evaluation.metrics import psnr
 from mrisr.networks.diffmsr import DiffMSRConfig, DiffMSRNetwork, PriorConfig
 from mrisr.networks.plwformer import PLWformerConfig
-from mrisr.sample import mni_image
+from mrisr.simulation.template import mni_image
 
 
 

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.errors import CancelledError, InputError
-from mrisr.geometry import Grid, grid_with_spacing, resample
+from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
 from mrisr.methods import MethodInput, RunSettings, build_method
 from mrisr.methods.diffusioniqt import DiffusionIQTMethod, trajectory_warning
 from mrisr.networks.iqt_unet3d import IQTUNet3D, IQTUNetConfig
@@ -51,7 +51,7 @@ def test_registry_entry():
 
 def test_without_trained_weights_the_user_gets_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("MRISR_MODELS", str(tmp_path))
-    monkeypatch.setattr("mrisr.model_store.shipped_folder", lambda: tmp_path / "no_shipped_weights")
+    monkeypatch.setattr("mrisr.io.model_store.shipped_folder", lambda: tmp_path / "no_shipped_weights")
     image = make_image(phantom_array((12, 16, 16)), spacing=(1.0, 1.0, 3.0))
     with pytest.raises(InputError, match="no trained weights"):
         enhance(image, EnhanceOptions(method="diffusioniqt"))

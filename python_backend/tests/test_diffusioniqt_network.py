@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mrisr.errors import InputError
 from mrisr.networks.iqt_unet3d import (PRESETS, BlockLayout, EfficientAttention, IQTUNet3D, IQTUNetConfig,
                                        PixelShuffleUp, count_parameters, film_group_norm, space_to_depth_conv)
-from mrisr.tiling import split_block
+from mrisr.inference.tiling import split_block
 
 
 
@@ -147,7 +147,7 @@ def test_network_on_assembled_blocks_equals_explicit_per_patch_network():
 
 
 def test_benchmarks_public_style_padded_patches_compute_the_same_network():
-    from mrisr.benchmarks.iqt import PaddedPatchLayout
+    from mrisr.evaluation.benchmarks.iqt import PaddedPatchLayout
 
     torch.manual_seed(0)
     network = IQTUNet3D(TINY).double().eval()

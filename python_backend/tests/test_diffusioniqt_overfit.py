@@ -6,10 +6,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from mrisr.degradation import DegradationConfig, degrade_to_hr_grid
+from mrisr.simulation.degradation import DegradationConfig, degrade_to_hr_grid
 from mrisr.diffusion.vdm import concat_conditioning, sample, start_latent, time_grid, training_loss
 from mrisr.networks.iqt_unet3d import IQTUNet3D, IQTUNetConfig
-from mrisr.sample import mni_image
+from mrisr.simulation.template import mni_image
 
 
 TINY = IQTUNetConfig(init_channels=16, channels=(16, 16, 32), blocks=(0, 0, 0), attention=(False, True, False),

@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import InputError
-from mrisr.geometry import Grid, finest_isotropic_spacing, grid_with_spacing, resample
+from mrisr.imaging.geometry import Grid, finest_isotropic_spacing, grid_with_spacing, resample
 
 
 def test_oblique_anisotropic_extent_is_preserved(oblique_thick):

@@ -4,8 +4,8 @@ import SimpleITK as sitk
 import torch
 from scipy.ndimage import gaussian_filter
 
-from mrisr import kspace
-from mrisr.degradation import DegradationConfig, degrade
+from mrisr.simulation import kspace
+from mrisr.simulation.degradation import DegradationConfig, degrade
 from mrisr.errors import InputError
 
 from conftest import phantom_array

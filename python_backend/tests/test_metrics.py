@@ -1,4 +1,4 @@
-"""Tests for mrisr.metrics on small synthetic volumes: hand-computed fixtures, invariants, skimage cross-checks."""
+"""Tests for mrisr.evaluation.metrics on small synthetic volumes: hand-computed fixtures, invariants, skimage cross-checks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from mrisr.errors import InputError
-from mrisr.foreground import foreground_mask
-from mrisr.geometry import Grid, grid_with_spacing, resample
-from mrisr.metrics import (
+from mrisr.imaging.foreground import foreground_mask
+from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
+from mrisr.evaluation.metrics import (
     acquire_on_grid,
     consistency,
     head_consistency,

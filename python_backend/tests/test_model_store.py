@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mrisr.errors import InputError
-from mrisr.model_store import find_card, load_card, load_state_dict, save_model, shipped_folder
+from mrisr.io.model_store import find_card, load_card, load_state_dict, save_model, shipped_folder
 
 
 def test_save_and_load_round_trip_in_fp16(tmp_path, monkeypatch):

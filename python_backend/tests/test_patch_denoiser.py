@@ -8,7 +8,7 @@ from scipy import ndimage
 from mrisr.diffusion.vdm import sample, start_latent, time_grid
 from mrisr.errors import InputError
 from mrisr.inference.patch_denoiser import BlockDenoiser, BlockPlan
-from mrisr.tiling import PatchGrid
+from mrisr.inference.tiling import PatchGrid
 
 
 def _smooth_volume(shape, seed=0):

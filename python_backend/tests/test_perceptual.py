@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from mrisr.model_store import shipped_folder
-from mrisr.perceptual import CARD, lpips_alex
+from mrisr.io.model_store import shipped_folder
+from mrisr.evaluation.perceptual import CARD, lpips_alex
 
 
 @pytest.fixture(scope="module")

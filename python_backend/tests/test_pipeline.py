@@ -3,12 +3,12 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import CancelledError, InputError
-from mrisr.geometry import Grid
-from mrisr.metrics import psnr
+from mrisr.imaging.geometry import Grid
+from mrisr.evaluation.metrics import psnr
 from mrisr.pipeline import EnhanceOptions, enhance, enhance_file
 from mrisr.progress import CancelToken
 from mrisr.registry import get_spec, method_specs
-from mrisr.volume_io import read_volume, write_volume
+from mrisr.io.volumes import read_volume, write_volume
 
 
 def test_output_geometry_and_scale(oblique_thick):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mrisr.degradation import DegradationConfig, degrade
+from mrisr.simulation.degradation import DegradationConfig, degrade
 from mrisr.errors import InputError
 from mrisr.pipeline import EnhanceOptions, enhance
-from mrisr.posterior_samples import MAX_SAMPLES, check_samples, labelled, sample_statistics
+from mrisr.inference.posterior_samples import MAX_SAMPLES, check_samples, labelled, sample_statistics
 from mrisr.progress import ProgressEvent
-from mrisr.sample import mni_image
+from mrisr.simulation.template import mni_image
 
 
 def test_running_statistics_equal_numpy_over_the_seeds():

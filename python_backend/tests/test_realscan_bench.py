@@ -4,12 +4,12 @@ import argparse
 
 import pytest
 
-from mrisr.benchmarks import realscan
+from mrisr.evaluation.benchmarks import realscan
 
 
 def test_a_method_without_weights_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MRISR_MODELS", str(tmp_path))
-    monkeypatch.setattr("mrisr.model_store.shipped_folder", lambda: tmp_path / "no_shipped_weights")
+    monkeypatch.setattr("mrisr.io.model_store.shipped_folder", lambda: tmp_path / "no_shipped_weights")
     args = argparse.Namespace(methods=["nearest", "ressrdiff", "bspline"], thickness=[8.0])
     rows = realscan.run(args, lambda event: None)
     case = rows["8 mm slices"]

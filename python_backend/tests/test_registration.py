@@ -6,12 +6,12 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import InputError
-from mrisr.geometry import Grid, grid_with_spacing, resample
+from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
 from mrisr.methods import MethodInput, RunSettings
 from mrisr.methods.diffmsr import DiffMSRMethod
-from mrisr.registration import RegistrationConfig, register_rigid, resample_with
+from mrisr.imaging.registration import RegistrationConfig, register_rigid, resample_with
 from mrisr.registry import get_spec
-from mrisr.sample import mni_image
+from mrisr.simulation.template import mni_image
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mrisr.progress import ProgressEvent
-from mrisr.reporting import make_progress
+from mrisr.io.reporting import make_progress
 
 
 def test_a_stage_resumed_part_way_opens_its_bar_at_that_count(capsys):

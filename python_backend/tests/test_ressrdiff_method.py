@@ -10,12 +10,12 @@ from conftest import make_image, phantom_array
 from torch import nn
 
 from mrisr.errors import CancelledError, InputError
-from mrisr.foreground import foreground_mask
-from mrisr.geometry import Grid, resample
+from mrisr.imaging.foreground import foreground_mask
+from mrisr.imaging.geometry import Grid, resample
 from mrisr.methods import MethodInput, build_method
 from mrisr.methods.ressrdiff import ResSRDiffMethod
 from mrisr.networks.swin_unet2d import SwinUNet2d, SwinUNetConfig
-from mrisr.normalization import robust_scale
+from mrisr.imaging.normalization import robust_scale
 from mrisr.pipeline import EnhanceOptions, output_grid, resolve_settings
 from mrisr.progress import CancelToken
 from mrisr.registry import get_spec

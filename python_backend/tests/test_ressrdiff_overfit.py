@@ -5,14 +5,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from mrisr.degradation import PRESETS, degrade_to_hr_grid
+from mrisr.simulation.degradation import PRESETS, degrade_to_hr_grid
 from mrisr.diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps, training_loss
-from mrisr.foreground import foreground_mask
-from mrisr.metrics import psnr
+from mrisr.imaging.foreground import foreground_mask
+from mrisr.evaluation.metrics import psnr
 from mrisr.networks.swin_unet2d import SwinUNet2d, SwinUNetConfig
-from mrisr.normalization import robust_scale
-from mrisr.perceptual import lpips_alex
-from mrisr.sample import mni_image
+from mrisr.imaging.normalization import robust_scale
+from mrisr.evaluation.perceptual import lpips_alex
+from mrisr.simulation.template import mni_image
 
 TINY = SwinUNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, swin_levels=(1,), swin_embed_dim=16,
                       num_heads=2, window_size=4, norm_groups=4, patch_size=2)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mrisr.agreement import agreement_table, label_volumes_ml
+from mrisr.segmentation.agreement import agreement_table, label_volumes_ml
 from mrisr.errors import InputError
-from mrisr.metrics import dice
-from mrisr.segmentation_io import read_labels, write_labels
-from mrisr.synthetic import template_maps
-from mrisr.tissue_gmm import fit_gmm, gmm_labels
-from mrisr.tissues import TISSUES, labels_from_probabilities, template_labels
+from mrisr.evaluation.metrics import dice
+from mrisr.io.segmentations import read_labels, write_labels
+from mrisr.simulation.synthetic import template_maps
+from mrisr.segmentation.gmm import fit_gmm, gmm_labels
+from mrisr.segmentation.tissues import TISSUES, labels_from_probabilities, template_labels
 
 
 def test_template_labels_match_the_probability_maps_volumes():
@@ -88,10 +88,10 @@ def test_gmm_fallback_segments_the_skull_stripped_template():
 @pytest.fixture(scope="module")
 def template_segmentations():
     """U-Net labels of the HR template and of its ×5 thick-slice acquisition interpolated back (B-spline)."""
-    from mrisr.degradation import DegradationConfig, degrade
-    from mrisr.geometry import Grid, resample
-    from mrisr.sample import mni_image
-    from mrisr.segmentation import segment_image
+    from mrisr.simulation.degradation import DegradationConfig, degrade
+    from mrisr.imaging.geometry import Grid, resample
+    from mrisr.simulation.template import mni_image
+    from mrisr.segmentation.segmenter import segment_image
 
     hr = mni_image("t1", pad_to_multiple=40)
     interpolated = resample(degrade(hr, DegradationConfig(slice_thickness=5.0)), Grid.of(hr), "bspline")

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mrisr.degradation import DegradationConfig, degrade
-from mrisr.foreground import foreground_mask
-from mrisr.metrics import psnr, ssim
+from mrisr.simulation.degradation import DegradationConfig, degrade
+from mrisr.imaging.foreground import foreground_mask
+from mrisr.evaluation.metrics import psnr, ssim
 from mrisr.pipeline import EnhanceOptions, enhance
-from mrisr.sample import mni_image
+from mrisr.simulation.template import mni_image
 
 
 @pytest.mark.slow
@@ -30,8 +30,8 @@ def test_ressrdiff_cpu_weights_beat_bspline_on_a_thick_slice_crop():
 @pytest.fixture(scope="module")
 def heldout_crop():
     """An 80³ central cube of held-out validation volume 0, ×4 thick low-field slices (the bench case)."""
-    from mrisr.benchmarks.quality import CASES, central_crop
-    from mrisr.synthetic import make_pair
+    from mrisr.evaluation.benchmarks.quality import CASES, central_crop
+    from mrisr.simulation.synthetic import make_pair
 
     return central_crop(make_pair(0, validation=True, degradation=CASES["x4_lowfield"]), 80)
 

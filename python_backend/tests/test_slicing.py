@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mrisr.errors import InputError
-from mrisr.slicing import iter_slice_batches, put_slices, slice_indices
+from mrisr.inference.slicing import iter_slice_batches, put_slices, slice_indices
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

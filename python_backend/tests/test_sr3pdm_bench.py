@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from mrisr.benchmarks import sr3pdm
+from mrisr.evaluation.benchmarks import sr3pdm
 from mrisr.errors import InputError
 
 

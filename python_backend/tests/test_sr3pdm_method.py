@@ -7,12 +7,12 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.errors import CancelledError, InputError
-from mrisr.foreground import foreground_mask
-from mrisr.geometry import Grid, resample
+from mrisr.imaging.foreground import foreground_mask
+from mrisr.imaging.geometry import Grid, resample
 from mrisr.methods import MethodInput, RunSettings
 from mrisr.methods.sr3pdm import SR3PDMMethod, check_steps, training_warning
 from mrisr.networks.sr3_unet2d import SR3UNet2d, SR3UNet2dConfig
-from mrisr.normalization import robust_scale
+from mrisr.imaging.normalization import robust_scale
 from mrisr.pipeline import EnhanceOptions, output_grid
 from mrisr.progress import CancelToken
 from mrisr.registry import get_spec
@@ -146,7 +146,7 @@ def test_warns_for_models_without_latent_alignment(small, caplog):
 
 
 def test_pipeline_loads_a_model_card_and_warns_without_alignment(small, tmp_path, monkeypatch, caplog):
-    from mrisr.model_store import save_model
+    from mrisr.io.model_store import save_model
     from mrisr.pipeline import enhance
 
     torch.manual_seed(0)

@@ -5,13 +5,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from mrisr.degradation import PRESETS, degrade
+from mrisr.simulation.degradation import PRESETS, degrade
 from mrisr.diffusion import pdm
-from mrisr.geometry import Grid, resample
+from mrisr.imaging.geometry import Grid, resample
 from mrisr.methods.sr3pdm import to_model_range
 from mrisr.networks.sr3_unet2d import SR3UNet2d, SR3UNet2dConfig
-from mrisr.normalization import robust_scale
-from mrisr.sample import mni_image
+from mrisr.imaging.normalization import robust_scale
+from mrisr.simulation.template import mni_image
 
 
 def _coronal_pairs() -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import InputError
-from mrisr.synthetic import (
+from mrisr.simulation.synthetic import (
     TRAIN_THICKNESS_MM,
     VALIDATION_THICKNESS_MM,
     make_pair,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mrisr.errors import InputError
-from mrisr.tiling import BlendingAggregator, PatchGrid, split_block, window
+from mrisr.inference.tiling import BlendingAggregator, PatchGrid, split_block, window
 
 
 def stitch(volume, patch_size, overlap, window_kind="gaussian", predictor=lambda x: x):

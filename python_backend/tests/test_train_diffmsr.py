@@ -11,14 +11,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from mrisr.benchmarks.diffmsr import t2_like
-from mrisr.degradation import DegradationConfig, degrade
+from mrisr.evaluation.benchmarks.diffmsr import t2_like
+from mrisr.simulation.degradation import DegradationConfig, degrade
 from mrisr.diffusion.diffmsr_training import stage2_loss
 from mrisr.errors import InputError
-from mrisr.geometry import Grid, grid_with_spacing, resample
+from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
 from mrisr.methods import MethodInput, RunSettings
 from mrisr.methods.diffmsr import DiffMSRMethod
-from mrisr.model_store import load_card, load_state_dict
+from mrisr.io.model_store import load_card, load_state_dict
 from mrisr.networks.diffmsr import PRESETS, DiffMSRConfig, PriorConfig
 from mrisr.networks.plwformer import PLWformerConfig
 from mrisr.progress import CancelToken
@@ -37,7 +37,7 @@ TINY = DiffMSRConfig(prior=PriorConfig(latent_channels=8, features=16, res_block
 @lru_cache(maxsize=1)
 def mni_pair() -> dict[str, np.ndarray]:
     """A 2 mm MNI pair: T2-like target, its 6 mm thick-slice condition, the T1 reference, the mask."""
-    from mrisr.sample import mni_image
+    from mrisr.simulation.template import mni_image
 
     grid = grid_with_spacing(Grid.of(mni_image("t1")), (2.0, 2.0, 2.0))
     t1, gm, wm = (sitk.GetArrayFromImage(resample(mni_image(k), grid, "linear")) for k in ("t1", "gm", "wm"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from mrisr.geometry import Grid, grid_with_spacing, resample
+from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
 from mrisr.methods import MethodInput, RunSettings, build_method
 from mrisr.networks.iqt_unet3d import IQTUNetConfig
 from mrisr.progress import CancelToken

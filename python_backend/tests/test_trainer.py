@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrisr.model_store import load_state_dict
+from mrisr.io.model_store import load_state_dict
 from mrisr.training.trainer import TrainConfig, Trainer, learning_rate
 
 sys.path.insert(0, str(Path(__file__).parent))

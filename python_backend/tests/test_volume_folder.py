@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import InputError
-from mrisr.sample import mni_image
+from mrisr.simulation.template import mni_image
 from mrisr.training.pool import PairPool
 from mrisr.training.volume_folder import ENVIRONMENT, VolumeFolder
 

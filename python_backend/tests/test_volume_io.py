@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import InputError
-from mrisr.volume_io import read_volume, write_volume
+from mrisr.io.volumes import read_volume, write_volume
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])

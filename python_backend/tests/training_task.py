@@ -9,9 +9,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from mrisr.degradation import PRESETS, degrade
-from mrisr.geometry import Grid, resample
-from mrisr.sample import mni_image
+from mrisr.simulation.degradation import PRESETS, degrade
+from mrisr.imaging.geometry import Grid, resample
+from mrisr.simulation.template import mni_image
 
 
 @lru_cache(maxsize=1)

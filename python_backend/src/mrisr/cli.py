@@ -13,10 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import CancelledError, MRISRError
-from .geometry import DEFAULT_MAX_VOXELS
-from .progress import ProgressCallback
-from .reporting import make_progress
+from mrisr.errors import CancelledError, MRISRError
+from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS
+from mrisr.progress import ProgressCallback
+from mrisr.io.reporting import make_progress
 
 log = logging.getLogger("mrisr")
 
@@ -47,7 +47,7 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _enhance_options(args: argparse.Namespace):
-    from .pipeline import EnhanceOptions
+    from mrisr.pipeline import EnhanceOptions
 
     return EnhanceOptions(
         method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
@@ -58,7 +58,7 @@ def _enhance_options(args: argparse.Namespace):
 
 
 def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
-    from .pipeline import enhance_file
+    from mrisr.pipeline import enhance_file
 
     paths = _segmentation_paths(args)
     result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress,
@@ -76,9 +76,9 @@ def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 def _segmentation_paths(args: argparse.Namespace):
     """Where `enhance --segment` writes, checked before any work (None without --segment)."""
-    from .errors import InputError
-    from .tissue_pipeline import SegmentationPaths
-    from .volume_io import check_output_path
+    from mrisr.errors import InputError
+    from mrisr.segmentation.runs import SegmentationPaths
+    from mrisr.io.volumes import check_output_path
 
     if not args.segment:
         if args.reference_seg:
@@ -91,11 +91,11 @@ def _segmentation_paths(args: argparse.Namespace):
 
 
 def _segment_enhancement(args: argparse.Namespace, enhanced, paths, progress: ProgressCallback) -> None:
-    from .agreement import format_agreement
-    from .device import resolve_device
-    from .segmentation_io import read_labels
-    from .tissue_pipeline import segment_enhancement
-    from .volume_io import read_volume
+    from mrisr.segmentation.agreement import format_agreement
+    from mrisr.device import resolve_device
+    from mrisr.io.segmentations import read_labels
+    from mrisr.segmentation.runs import segment_enhancement
+    from mrisr.io.volumes import read_volume
 
     reference = read_labels(args.reference_seg) if args.reference_seg else None
     report = segment_enhancement(read_volume(args.input), enhanced, paths, args.segmenter,
@@ -105,9 +105,9 @@ def _segment_enhancement(args: argparse.Namespace, enhanced, paths, progress: Pr
 
 
 def cmd_segment(args: argparse.Namespace, progress: ProgressCallback) -> int:
-    from .agreement import format_agreement
-    from .device import resolve_device
-    from .tissue_pipeline import segment_file
+    from mrisr.segmentation.agreement import format_agreement
+    from mrisr.device import resolve_device
+    from mrisr.segmentation.runs import segment_file
 
     report = segment_file(args.input, args.output, args.segmenter, resolve_device(args.device), args.reference_seg,
                           args.json, progress)
@@ -127,8 +127,8 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
-    from .model_store import find_card
-    from .registry import default_method, method_specs
+    from mrisr.io.model_store import find_card
+    from mrisr.registry import default_method, method_specs
 
     specs = method_specs()
     if args.json:
@@ -148,7 +148,7 @@ def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 
 def _degradation_config(args: argparse.Namespace):
-    from .degradation import DegradationConfig, get_preset
+    from mrisr.simulation.degradation import DegradationConfig, get_preset
 
     config = get_preset(args.preset) if args.preset else DegradationConfig()
     overrides = {
@@ -161,8 +161,8 @@ def _degradation_config(args: argparse.Namespace):
 
 
 def cmd_degrade(args: argparse.Namespace, progress: ProgressCallback) -> int:
-    from .degradation import degrade_to_hr_grid
-    from .volume_io import check_output_path, read_volume, write_volume
+    from mrisr.simulation.degradation import degrade_to_hr_grid
+    from mrisr.io.volumes import check_output_path, read_volume, write_volume
 
     config = _degradation_config(args)
     for path in filter(None, (args.output, args.hr_grid_output)):
@@ -181,8 +181,8 @@ def _evaluation_mask(choice: str, reference):
     """The voxels scored: the reference's foreground (auto), all voxels (none) or a mask file."""
     import SimpleITK as sitk
 
-    from .foreground import foreground_mask
-    from .volume_io import read_volume
+    from mrisr.imaging.foreground import foreground_mask
+    from mrisr.io.volumes import read_volume
 
     if choice == "none":
         return None
@@ -192,9 +192,9 @@ def _evaluation_mask(choice: str, reference):
 
 
 def cmd_evaluate(args: argparse.Namespace, progress: ProgressCallback) -> int:
-    from .metrics import evaluate, format_table
-    from .reporting import write_json
-    from .volume_io import read_volume
+    from mrisr.evaluation.metrics import evaluate, format_table
+    from mrisr.io.reporting import write_json
+    from mrisr.io.volumes import read_volume
 
     lr = read_volume(args.input) if args.input else None
     reference = read_volume(args.reference)
@@ -210,7 +210,7 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, progress: ProgressCallback) -> int:
-    from .demo import run_demo
+    from mrisr.evaluation.demo import run_demo
 
     table = run_demo(Path(args.output_dir), _enhance_options(args), args.preset, progress)
     print(table)
@@ -224,9 +224,9 @@ def cmd_bench(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
     import torch
 
-    from .reporting import write_json
+    from mrisr.io.reporting import write_json
 
-    module = importlib.import_module(f"mrisr.benchmarks.{args.bench}")
+    module = importlib.import_module(f"mrisr.evaluation.benchmarks.{args.bench}")
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     results = module.run(args, progress)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -240,10 +240,10 @@ def cmd_bench(args: argparse.Namespace, progress: ProgressCallback) -> int:
 def cmd_train(args: argparse.Namespace, progress: ProgressCallback) -> int:
     import importlib
 
-    from .device import resolve_device
-    from .errors import InputError
-    from .training import volume_folder
-    from .training.trainer import TrainConfig, Trainer
+    from mrisr.device import resolve_device
+    from mrisr.errors import InputError
+    from mrisr.training import volume_folder
+    from mrisr.training.trainer import TrainConfig, Trainer
 
     try:
         tasks = importlib.import_module(f"mrisr.training.tasks.{args.method}")
@@ -290,12 +290,12 @@ def _add_bench_parsers(sub) -> None:
     import importlib
     import pkgutil
 
-    from . import benchmarks
+    from mrisr.evaluation import benchmarks
 
     bench = sub.add_parser("bench", help="speed/memory/quality benchmarks; results go to a JSON file")
     names = bench.add_subparsers(dest="bench", required=True)
     for info in pkgutil.iter_modules(benchmarks.__path__):
-        module = importlib.import_module(f"mrisr.benchmarks.{info.name}")
+        module = importlib.import_module(f"mrisr.evaluation.benchmarks.{info.name}")
         p = names.add_parser(info.name, help=(module.__doc__ or "").strip().splitlines()[0])
         p.add_argument("--out", default=f"bench-{info.name}.json", help="where to write the results JSON")
         module.add_arguments(p)

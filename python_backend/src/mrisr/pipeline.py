@@ -15,17 +15,17 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .backprojection import back_project, check_iterations
-from .device import resolve_device
-from .errors import InputError
-from .foreground import foreground_mask
-from .geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
-from .methods import MethodInput, RunSettings, build_method
-from .normalization import robust_scale
-from .posterior_samples import check_samples, sample_statistics
-from .progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
-from .registry import MethodSpec, default_method, get_spec
-from .volume_io import check_output_path, read_volume, validate_volume, write_volume
+from mrisr.imaging.backprojection import back_project, check_iterations
+from mrisr.device import resolve_device
+from mrisr.errors import InputError
+from mrisr.imaging.foreground import foreground_mask
+from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
+from mrisr.methods import MethodInput, RunSettings, build_method
+from mrisr.imaging.normalization import robust_scale
+from mrisr.inference.posterior_samples import check_samples, sample_statistics
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from mrisr.registry import MethodSpec, default_method, get_spec
+from mrisr.io.volumes import check_output_path, read_volume, validate_volume, write_volume
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def enhance(
 
 def _consistent_with(output: sitk.Image, acquired: sitk.Image, iterations: int, progress: ProgressCallback,
                     cancel: CancelToken) -> sitk.Image:
-    """`output` back-projected toward the acquired input when asked (see mrisr.backprojection)."""
+    """`output` back-projected toward the acquired input when asked (see mrisr.imaging.backprojection)."""
     if iterations == 0:
         return output
     cancel.check()

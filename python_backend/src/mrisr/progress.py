@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import CancelledError
+from mrisr.errors import CancelledError
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import InputError
-from .noise import Generators, randn
+from mrisr.errors import InputError
+from mrisr.diffusion.noise import Generators, randn
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t (B, ...), t (B,) long) → x̂₀ (B, ...)."""

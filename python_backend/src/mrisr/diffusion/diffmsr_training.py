@@ -19,10 +19,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..kspace import kspace_dc_loss
-from ..networks.diffmsr import DiffMSRNetwork
-from . import ddpm
+from mrisr.errors import InputError
+from mrisr.simulation.kspace import kspace_dc_loss
+from mrisr.networks.diffmsr import DiffMSRNetwork
+from mrisr.diffusion import ddpm
 
 PREDICTION_TYPES = ("epsilon", "sample")
 

@@ -33,9 +33,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from . import ddpm
-from .noise import Generators
+from mrisr.errors import InputError
+from mrisr.diffusion import ddpm
+from mrisr.diffusion.noise import Generators
 
 ALIGNMENT_SCHEDULES = ("cosine", "linear")
 LOSSES = ("l1", "l2")

@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import InputError
-from .noise import Generators, randn
+from mrisr.errors import InputError
+from mrisr.diffusion.noise import Generators, randn
 
 ResShiftDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t (B, C, H, W), t (B,) long in 1..T, y (B, C, H, W)) → x̂ (B, C, H, W)."""
@@ -179,7 +179,7 @@ def training_loss(
 
     network(x_t, t, y) → x̂; x (HR) and y (LR on the HR grid) are (B, C, H, W) in [−1, 1]; the generator
     lives on x's device. λ = 10 as in the paper (the public code uses 4). The perceptual term (LPIPS,
-    `mrisr.perceptual.lpips_alex`) compares the prediction clamped to [−1, 1] with x, as the public code
+    `mrisr.evaluation.perceptual.lpips_alex`) compares the prediction clamped to [−1, 1] with x, as the public code
     does; the paper's ℓ_p(x_t, x) is read as ℓ_p(g, x) (x_t does not depend on the network).
     """
     t = torch.randint(1, schedule.num_steps + 1, (x.shape[0],), generator=generator, device=x.device)

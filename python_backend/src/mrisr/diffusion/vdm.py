@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import InputError
+from mrisr.errors import InputError
 
 OFFSET = 0.008
 MAX_TAN2_CLAMP = 1e-5

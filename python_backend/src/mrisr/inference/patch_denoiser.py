@@ -3,7 +3,7 @@
 A diffusion sampler sees only a callable (x_t volume, t) → x̂ volume. Behind it, the volume is covered
 by overlapping blocks of parts³ patches (e.g. 96³ = 3×3×3 patches of 32³, DiffusionIQT's cross-batch
 block); every block is predicted by the network from the same global x_t and condition, and the
-predictions are blended with a Gaussian window (`mrisr.tiling.BlendingAggregator`). Because all
+predictions are blended with a Gaussian window (`mrisr.inference.tiling.BlendingAggregator`). Because all
 blocks see one x_t and their x̂ are blended before the sampler's update, neighbouring blocks never
 drift apart: there are no seams (sampling each block from its own noise would leave them). Blocks
 without foreground are skipped; voxels no block covers take the condition. Knows nothing of diffusion.
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..tiling import BlendingAggregator, Patch, PatchGrid
+from mrisr.errors import InputError
+from mrisr.inference.tiling import BlendingAggregator, Patch, PatchGrid
 
 BlockModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t blocks (B, 1, S, S, S), condition blocks (B, 1, S, S, S), t (B,)) → x̂ blocks (B, 1, S, S, S)."""

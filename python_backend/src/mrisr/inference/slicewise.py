@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..progress import CancelToken, ProgressCallback, ProgressEvent
-from ..slicing import iter_slice_batches, put_slices, take_slices
+from mrisr.errors import InputError
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
+from mrisr.inference.slicing import iter_slice_batches, put_slices, take_slices
 
 SliceModel = Callable[[np.ndarray, np.ndarray | None, Sequence[int]], np.ndarray]
 """(condition (B, H, W), reference (B, H, W) or None, one seed per slice) → enhanced (B, H, W), float32."""

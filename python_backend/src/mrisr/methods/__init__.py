@@ -9,9 +9,9 @@ from typing import Protocol
 import numpy as np
 import SimpleITK as sitk
 
-from ..geometry import Grid
-from ..progress import CancelToken, ProgressCallback
-from ..registry import MethodSpec
+from mrisr.imaging.geometry import Grid
+from mrisr.progress import CancelToken, ProgressCallback
+from mrisr.registry import MethodSpec
 
 
 @dataclass(frozen=True)

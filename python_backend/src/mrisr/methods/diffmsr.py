@@ -17,17 +17,17 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .. import kspace
-from ..diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior
-from ..errors import InputError
-from ..geometry import Grid, resample
-from ..inference.slicewise import SlicePlan, default_axes, enhance_slicewise
-from ..networks.diffmsr import DiffMSRNetwork, build_network
-from ..progress import CancelToken, ProgressCallback, ProgressEvent
-from ..registration import register_rigid, resample_with
-from ..registry import MethodSpec
-from . import MethodInput
-from .learned import autocast_dtype, card_for, generator_for, load_network
+from mrisr.simulation import kspace
+from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior
+from mrisr.errors import InputError
+from mrisr.imaging.geometry import Grid, resample
+from mrisr.inference.slicewise import SlicePlan, default_axes, enhance_slicewise
+from mrisr.networks.diffmsr import DiffMSRNetwork, build_network
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
+from mrisr.imaging.registration import register_rigid, resample_with
+from mrisr.registry import MethodSpec
+from mrisr.methods import MethodInput
+from mrisr.methods.learned import autocast_dtype, card_for, generator_for, load_network
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH = 8

@@ -22,15 +22,15 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..diffusion import vdm
-from ..errors import InputError
-from ..geometry import resample
-from ..inference.patch_denoiser import BlockDenoiser, BlockPlan
-from ..networks.iqt_unet3d import IQTUNet3D, IQTUNetConfig
-from ..progress import CancelToken, ProgressCallback, ProgressEvent
-from ..registry import MethodSpec
-from . import MethodInput
-from .learned import autocast_dtype, card_for, generator_for, load_network
+from mrisr.diffusion import vdm
+from mrisr.errors import InputError
+from mrisr.imaging.geometry import resample
+from mrisr.inference.patch_denoiser import BlockDenoiser, BlockPlan
+from mrisr.networks.iqt_unet3d import IQTUNet3D, IQTUNetConfig
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
+from mrisr.registry import MethodSpec
+from mrisr.methods import MethodInput
+from mrisr.methods.learned import autocast_dtype, card_for, generator_for, load_network
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from ..geometry import resample
-from ..progress import CancelToken, ProgressCallback, ProgressEvent
-from ..registry import MethodSpec
-from . import MethodInput
+from mrisr.imaging.geometry import resample
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
+from mrisr.registry import MethodSpec
+from mrisr.methods import MethodInput
 
 
 class InterpolationMethod:

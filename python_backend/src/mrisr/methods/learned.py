@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..model_store import load_card, load_state_dict
-from ..registry import MethodSpec
+from mrisr.io.model_store import load_card, load_state_dict
+from mrisr.registry import MethodSpec
 
 
 def card_for(spec: MethodSpec) -> dict[str, Any]:

@@ -18,14 +18,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps
-from ..geometry import resample
-from ..inference.slicewise import SliceModel, SlicePlan, default_axes, enhance_slicewise
-from ..networks.swin_unet2d import build
-from ..progress import CancelToken, ProgressCallback, ProgressEvent
-from ..registry import MethodSpec
-from . import MethodInput
-from .learned import autocast_dtype, card_for, generator_for, load_network
+from mrisr.diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps
+from mrisr.imaging.geometry import resample
+from mrisr.inference.slicewise import SliceModel, SlicePlan, default_axes, enhance_slicewise
+from mrisr.networks.swin_unet2d import build
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
+from mrisr.registry import MethodSpec
+from mrisr.methods import MethodInput
+from mrisr.methods.learned import autocast_dtype, card_for, generator_for, load_network
 
 DENOISED_RANGE = (-2.0, 2.0)
 """Clamp of x̂ while sampling, in [−1, 1] units: the public code clamps to [−1, 1] because its slices are

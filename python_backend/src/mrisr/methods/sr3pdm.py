@@ -23,16 +23,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..diffusion import ddpm, pdm
-from ..diffusion.noise import randn
-from ..errors import InputError
-from ..geometry import resample
-from ..inference.slicewise import SlicePlan, default_axes, enhance_slicewise
-from ..networks.sr3_unet2d import SR3UNet2d, build
-from ..progress import CancelToken, ProgressCallback, ProgressEvent
-from ..registry import MethodSpec
-from . import MethodInput
-from .learned import autocast_dtype, card_for, generator_for, load_network
+from mrisr.diffusion import ddpm, pdm
+from mrisr.diffusion.noise import randn
+from mrisr.errors import InputError
+from mrisr.imaging.geometry import resample
+from mrisr.inference.slicewise import SlicePlan, default_axes, enhance_slicewise
+from mrisr.networks.sr3_unet2d import SR3UNet2d, build
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
+from mrisr.registry import MethodSpec
+from mrisr.methods import MethodInput
+from mrisr.methods.learned import autocast_dtype, card_for, generator_for, load_network
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ..errors import InputError
+from mrisr.errors import InputError
 
 C = TypeVar("C", bound="CardConfig")
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
-from .plwformer import PLWformer, PLWformerConfig
+from mrisr.errors import InputError
+from mrisr.networks.plwformer import PLWformer, PLWformerConfig
 
 LEAK = 0.1  # LeakyReLU slope of the public code
 

@@ -14,7 +14,7 @@ two operations that couple patches:
     convolution, with zeros only where the block ends; attention runs on the assembled block, so its
     key softmax and the keys·values product cover the tokens of all 27 patches;
   * a reference layout in the tests pads every patch with its neighbours' voxels (PatchGrid
-    neighbours of `mrisr.tiling.split_block`) and gathers keys/values across patches explicitly;
+    neighbours of `mrisr.inference.tiling.split_block`) and gathers keys/values across patches explicitly;
     both give the same output to float tolerance (tests/test_diffusioniqt_network.py).
 Per-patch operations need no coupling: GroupNorm and SE statistics (per sample = per patch, as in the
 public code; statistics over the whole 96³ block would NOT be identical and are not offered), 1×1
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .config import CardConfig
-from .config import parameter_count as count_parameters  # noqa: F401 - public name of this module
+from mrisr.errors import InputError
+from mrisr.networks.config import CardConfig
+from mrisr.networks.config import parameter_count as count_parameters  # noqa: F401 - public name of this module
 
 
 @dataclass(frozen=True)

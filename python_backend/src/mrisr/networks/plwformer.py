@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from mrisr.errors import InputError
 
 UPSAMPLERS = ("progressive", "subpixel")
 

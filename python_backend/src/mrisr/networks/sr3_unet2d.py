@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .config import CardConfig, parameter_count  # noqa: F401 - parameter_count is part of this module's API
+from mrisr.errors import InputError
+from mrisr.networks.config import CardConfig, parameter_count  # noqa: F401 - parameter_count is part of this module's API
 
 PREDICTIONS = ("eps", "x0")
 

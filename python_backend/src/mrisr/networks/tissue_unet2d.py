@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .config import CardConfig
+from mrisr.errors import InputError
+from mrisr.networks.config import CardConfig
 
 
 @dataclass(frozen=True)

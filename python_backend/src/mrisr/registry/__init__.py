@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..errors import InputError
+from mrisr.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..foreground import foreground_mask
-from ..normalization import robust_scale
-from ..synthetic import SyntheticPair, make_pair
-from .volume_folder import configured_folder
+from mrisr.imaging.foreground import foreground_mask
+from mrisr.imaging.normalization import robust_scale
+from mrisr.simulation.synthetic import SyntheticPair, make_pair
+from mrisr.training.volume_folder import configured_folder
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage
 
-from ..normalization import robust_scale
-from ..synthetic import deformed_anatomy
-from .pool import cache_folder
+from mrisr.imaging.normalization import robust_scale
+from mrisr.simulation.synthetic import deformed_anatomy
+from mrisr.training.pool import cache_folder
 
 log = logging.getLogger(__name__)
 MAPS = ("t1", "csf", "gm", "wm")
-TEMPLATE_MEANS = {"csf": 0.422, "gm": 0.650, "wm": 0.817}  # T1 template means per tissue (mrisr.synthetic)
+TEMPLATE_MEANS = {"csf": 0.422, "gm": 0.650, "wm": 0.817}  # T1 template means per tissue (mrisr.simulation.synthetic)
 
 
 @dataclass(frozen=True)

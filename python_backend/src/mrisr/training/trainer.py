@@ -18,10 +18,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..atomic import atomic_output
-from ..model_store import save_model
-from ..progress import ProgressCallback, ProgressEvent, no_progress
-from . import distributed
+from mrisr.io.atomic import atomic_output
+from mrisr.io.model_store import save_model
+from mrisr.progress import ProgressCallback, ProgressEvent, no_progress
+from mrisr.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -191,5 +191,5 @@ class Trainer:
         card = {**self.task.card(), "name": self.task.name, "training": training, "validation": self.validation}
         if self.config.data:
             card["data"] = (f"user volumes from {self.config.data} (train/ and validation/ subjects), each degraded "
-                            "by mrisr.synthetic.random_degradation")
+                            "by mrisr.simulation.synthetic.random_degradation")
         return save_model(self.ema.state_dict(), card, self.config.out, self.task.name)

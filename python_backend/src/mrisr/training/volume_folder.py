@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..geometry import Grid, resample
-from ..metrics import check_same_grid
-from ..synthetic import SyntheticPair, random_degradation
-from ..degradation import degrade
-from ..volume_io import read_volume
+from mrisr.errors import InputError
+from mrisr.imaging.geometry import Grid, resample
+from mrisr.evaluation.metrics import check_same_grid
+from mrisr.simulation.synthetic import SyntheticPair, random_degradation
+from mrisr.simulation.degradation import degrade
+from mrisr.io.volumes import read_volume
 
 ENVIRONMENT = "MRISR_TRAIN_DATA"  # set by `mrisr train --data DIR`; read in every DDP rank alike
 

@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...diffusion.diffmsr_training import LatentDiffusionConfig, LossWeights, sample_prior, stage1_loss, stage2_loss
-from ...errors import InputError
-from ...model_store import load_state_dict
-from ...networks.diffmsr import DiffMSRConfig, DiffMSRNetwork, preset
-from .slices import RECIPE, SliceData, validate_slices
+from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, LossWeights, sample_prior, stage1_loss, stage2_loss
+from mrisr.errors import InputError
+from mrisr.io.model_store import load_state_dict
+from mrisr.networks.diffmsr import DiffMSRConfig, DiffMSRNetwork, preset
+from mrisr.training.tasks.slices import RECIPE, SliceData, validate_slices
 
 DC_FACTOR = 2  # nominal k-space band of L_dc: the central 1/2 of each in-plane axis (see above)
 STAGES = (1, 2)

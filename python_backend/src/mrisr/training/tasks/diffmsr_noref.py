@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .diffmsr import DiffMSRTask
-from .diffmsr import make_task as _make_task
+from mrisr.training.tasks.diffmsr import DiffMSRTask
+from mrisr.training.tasks.diffmsr import make_task as _make_task
 
 
 def make_task(preset_name: str, args: argparse.Namespace) -> DiffMSRTask:

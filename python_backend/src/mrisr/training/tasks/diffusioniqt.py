@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...diffusion import vdm
-from ...metrics import psnr
-from ...networks.iqt_unet3d import PRESETS, IQTUNet3D, IQTUNetConfig
-from ..pool import PairArrays, PairPool
+from mrisr.diffusion import vdm
+from mrisr.evaluation.metrics import psnr
+from mrisr.networks.iqt_unet3d import PRESETS, IQTUNet3D, IQTUNetConfig
+from mrisr.training.pool import PairArrays, PairPool
 
 VALIDATION_SEED = 777
-RECIPE = ("synthetic pairs from the MNI152 2009 template (mrisr.synthetic): affine + elastic deformation, "
+RECIPE = ("synthetic pairs from the MNI152 2009 template (mrisr.simulation.synthetic): affine + elastic deformation, "
           "L-R flips, random T1/T2/PD-like tissue contrast, bias field, random low-field degradation "
           "(thick slices 3-8 mm except 5 mm, gap 0-2 mm, any axis, k-space x1-2, contrast, Rician SNR 10-40); "
           "random 3D blocks of 3x3x3 adjacent patches (>= 30 % foreground) with random flips; "

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps, training_loss
-from ...methods.ressrdiff import DENOISED_RANGE
-from ...networks.swin_unet2d import SwinUNet2d, preset
-from ...perceptual import lpips_alex
-from .slices import RECIPE, SliceData, validate_slices
+from mrisr.diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps, training_loss
+from mrisr.methods.ressrdiff import DENOISED_RANGE
+from mrisr.networks.swin_unet2d import SwinUNet2d, preset
+from mrisr.evaluation.perceptual import lpips_alex
+from mrisr.training.tasks.slices import RECIPE, SliceData, validate_slices
 
 
 class ResSRDiffTask:

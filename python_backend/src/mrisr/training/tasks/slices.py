@@ -9,11 +9,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ...metrics import psnr
-from ..pool import PairArrays, PairPool
+from mrisr.evaluation.metrics import psnr
+from mrisr.training.pool import PairArrays, PairPool
 
 VALIDATION_SEED = 777
-RECIPE = ("synthetic pairs from the MNI152 2009 template (mrisr.synthetic): affine + elastic deformation, "
+RECIPE = ("synthetic pairs from the MNI152 2009 template (mrisr.simulation.synthetic): affine + elastic deformation, "
           "L-R flips, random T1/T2/PD-like tissue contrast, bias field, random low-field degradation "
           "(thick slices 3-8 mm except 5 mm, gap 0-2 mm, any axis, k-space x1-2, contrast, Rician SNR 10-40); "
           "2D crops of slices along all three axes; validation on held-out seeds and 5 mm slices")

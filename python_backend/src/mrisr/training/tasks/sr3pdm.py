@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...diffusion import pdm
-from ...diffusion.noise import randn
-from ...networks.sr3_unet2d import PRESETS, SR3UNet2d
-from .slices import RECIPE, SliceData, validate_slices
+from mrisr.diffusion import pdm
+from mrisr.diffusion.noise import randn
+from mrisr.networks.sr3_unet2d import PRESETS, SR3UNet2d
+from mrisr.training.tasks.slices import RECIPE, SliceData, validate_slices
 
 T_TRAIN, START_STEP, VALIDATION_STEPS, CLIP = 100, 25, 5, 1.5
 

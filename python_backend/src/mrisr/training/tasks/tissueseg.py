@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...errors import InputError
-from ...metrics import dice
-from ...networks.tissue_unet2d import PRESETS, TissueUNet2d
-from ...tissues import CLASS_NAMES
-from ..tissue_data import TissueSlicePool, TissueSlices
+from mrisr.errors import InputError
+from mrisr.evaluation.metrics import dice
+from mrisr.networks.tissue_unet2d import PRESETS, TissueUNet2d
+from mrisr.segmentation.tissues import CLASS_NAMES
+from mrisr.training.tissue_data import TissueSlicePool, TissueSlices
 
-RECIPE = ("deformed MNI152 2009 anatomies (mrisr.synthetic.deformed_anatomy: affine + elastic, L-R flips; "
+RECIPE = ("deformed MNI152 2009 anatomies (mrisr.simulation.synthetic.deformed_anatomy: affine + elastic, L-R flips; "
           "held-out validation seeds) rendered as T1-like slices along all three axes (mrisr.training.tissue_data: "
           "random CSF<GM<WM intensities with template texture, synthetic skull/scalp shell, bias field, gamma, "
           "thick-slice interpolation look or blur, Rician noise, robust scaling); targets: the warped "

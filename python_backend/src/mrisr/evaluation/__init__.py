@@ -1,0 +1,1 @@
+"""Measuring results: image-quality metrics, LPIPS, the benchmarks and the demo."""

@@ -1,0 +1,1 @@
+"""Image grids and their resampling, head masks, intensity normalisation, rigid registration and back-projection."""

@@ -1,0 +1,1 @@
+"""Files in and out: volumes, tissue segmentations, atomic writes, model weights and JSON reports."""

@@ -1,0 +1,123 @@
+"""Reading and writing 3D MRI volumes (NIfTI, NRRD, MHA/MHD, DICOM series) with exact geometry."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from mrisr.io.atomic import atomic_output
+from mrisr.errors import InputError
+
+log = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder} is a folder without a DICOM series: pass a volume file or a DICOM series folder")
+    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
+    chosen = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
+    if len(series) > 1:
+        log.warning("%s holds %d DICOM series; reading the largest (%s)", folder, len(series), chosen)
+    reader.SetFileNames(files_per_series[chosen])
+    return reader.Execute()
+
+
+def _check_nifti_payload(path: Path) -> None:
+    """ITK zero-fills a truncated NIfTI and turns NaN into 0 without a word; nibabel reads it strictly."""
+    import nibabel
+
+    try:
+        data = np.asanyarray(nibabel.load(str(path)).dataobj)
+    except Exception as exc:  # nibabel raises OSError, EOFError, zlib errors or HeaderDataError
+        raise InputError(
+            f"cannot read {path} as a volume ({str(exc).splitlines()[0][:120]}): the file is corrupt or truncated"
+        ) from None
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(f"{path} has {bad} non-finite voxels (NaN/Inf): fix or mask them before enhancing")
+
+
+def read_volume(path: str | os.PathLike) -> sitk.Image:
+    """Read a scalar 3D volume as float32, keeping origin, spacing and direction.
+
+    Raises InputError with a one-line reason for missing, unreadable, 2D, 4D, vector or non-finite input.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist: check the path")
+    try:
+        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reader error"
+        raise InputError(
+            f"cannot read {path} as a volume ({reason[:160]}): the file is corrupt, truncated or not "
+            f"NIfTI/NRRD/MHA/DICOM"
+        ) from None
+    if _suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_payload(path)
+    return validate_volume(image, str(path))
+
+
+def validate_volume(image: sitk.Image, name: str = "input") -> sitk.Image:
+    """Check an image is a finite scalar 3D volume and return it as float32."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel (vector/RGB image): "
+            f"pass a single scalar MRI volume"
+        )
+    dim = image.GetDimension()
+    size = image.GetSize()
+    if dim == 4 and size[3] == 1:
+        image = image[:, :, :, 0]
+    elif dim == 4:
+        raise InputError(f"{name} is 4D ({size[3]} volumes): extract one 3D volume first")
+    elif dim != 3:
+        raise InputError(f"{name} is {dim}D: a 3D volume is needed")
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{name} has size {image.GetSize()}: a single slice is a 2D image, a 3D volume is needed")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise InputError(f"{name} has {bad} non-finite voxels (NaN/Inf): fix or mask them before enhancing")
+    return image
+
+
+def check_output_path(path: str | os.PathLike, protect: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Fail early, before any work, if `path` cannot be written or is one of the protected inputs."""
+    path = Path(path)
+    if _suffix(path) not in VOLUME_SUFFIXES:
+        raise InputError(f"output {path} has an unknown extension: use one of {', '.join(VOLUME_SUFFIXES)}")
+    for other in protect:
+        if Path(other).exists() and path.exists() and os.path.samefile(path, other):
+            raise InputError(f"output {path} is an input file: choose another output path")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder: give a file name such as enhanced.nii.gz")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist: create it first")
+    return path
+
+
+def write_volume(image: sitk.Image, path: str | os.PathLike, *, protect: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Write atomically (temporary file in the same folder, then rename); never overwrite a protected file."""
+    path = check_output_path(path, protect)
+    suffix = _suffix(path)
+    with atomic_output(path, suffix) as tmp_name:
+        sitk.WriteImage(image, tmp_name, useCompression=suffix in (".nii.gz", ".nrrd", ".mha", ".seg.nrrd"))
+    return path

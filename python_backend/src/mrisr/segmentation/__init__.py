@@ -1,0 +1,1 @@
+"""Brain tissue segmentation (background / CSF / GM / WM): segmenters, tissue classes, agreement tables and runs."""
