@@ -177,9 +177,9 @@ def test_method_output_is_deterministic_batch_independent_and_kspace_consistent(
                                atol=1e-5)
 
 
-def test_without_data_consistency_the_network_output_is_returned():
+def test_without_kspace_replacement_the_network_output_is_returned():
     network = tiny_network()
-    plain = DiffMSRMethod(spec(data_consistency=False), network=network)
+    plain = DiffMSRMethod(spec(kspace_replacement=False), network=network)
     consistent = DiffMSRMethod(spec(), network=network)
     a = plain.run(method_input(settings()), lambda e: None, CancelToken())
     b = consistent.run(method_input(settings()), lambda e: None, CancelToken())

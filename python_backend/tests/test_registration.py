@@ -9,7 +9,7 @@ from mrisr.errors import InputError
 from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
 from mrisr.methods import MethodInput, RunSettings
 from mrisr.methods.diffmsr import DiffMSRMethod
-from mrisr.imaging.registration import RegistrationConfig, register_rigid, resample_with
+from mrisr.imaging.registration import RegistrationConfig, register_rigid, resample_through
 from mrisr.registry import get_spec
 from mrisr.simulation.template import mni_image
 
@@ -45,7 +45,7 @@ def test_recovers_a_known_rigid_motion_between_contrasts():
     assert max(errors) < 1.0  # mm, on a 3 mm grid
     assert result.moved and result.metric_after < result.metric_before
     assert "applied" in result.report and "\n" not in result.report
-    aligned = resample_with(moved, result.transform, Grid.of(target), sitk.sitkLinear)
+    aligned = resample_through(moved, result.transform, Grid.of(target), sitk.sitkLinear)
     inner = (slice(5, -5),) * 3
     truth = sitk.GetArrayFromImage(t1)[inner]
     before = np.abs(sitk.GetArrayFromImage(moved)[inner] - truth).mean()

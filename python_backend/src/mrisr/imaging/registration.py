@@ -5,7 +5,7 @@ started at identity about the target's centre (same-session scans are close alre
 bin-averaged to a ~2 mm working grid, two smoothed levels, random metric sampling and few
 iterations, so a whole head takes seconds.
 The result maps target (fixed) points to reference (moving) points, as SimpleITK transforms do, so
-`resample_with` brings the reference onto any grid of the target.
+`resample_through` brings the reference onto any grid of the target.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image,
     return result
 
 
-def resample_with(moving: sitk.Image, transform: sitk.Transform, grid: Grid, interpolator: int = sitk.sitkBSpline,
+def resample_through(moving: sitk.Image, transform: sitk.Transform, grid: Grid, interpolator: int = sitk.sitkBSpline,
                   default_value: float = 0.0) -> np.ndarray:
     """The moving image resampled through `transform` onto `grid`: a float32 (z, y, x) array."""
     image = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), grid.blank(), transform, interpolator,

@@ -2,9 +2,9 @@
 
 Per volume: optional rigid registration of the reference to the target, then slice-wise (shared
 `enhance_slicewise`) CE → T-step latent DDPM (one seeded chain per slice) → PLWformer decoding, and
-finally k-space data consistency with the LR acquisition where its grid is a k-space truncation of
+finally k-space replacement with the LR acquisition where its grid is a k-space truncation of
 the output grid in the slicing plane. Registry config keys: "card", "needs_reference", "T_train",
-"variant" ("with_reference" | "without_reference"), "register_reference", "data_consistency",
+"variant" ("with_reference" | "without_reference"), "register_reference", "kspace_replacement",
 "batch_size".
 """
 
@@ -24,14 +24,14 @@ from mrisr.imaging.geometry import Grid, resample
 from mrisr.inference.slicewise import SlicePlan, default_axes, enhance_slicewise
 from mrisr.networks.diffmsr import DiffMSRNetwork, build_network
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
-from mrisr.imaging.registration import register_rigid, resample_with
+from mrisr.imaging.registration import register_rigid, resample_through
 from mrisr.registry import MethodSpec
 from mrisr.methods import MethodInput
 from mrisr.methods.learned import autocast_dtype, card_for, generator_for, load_network
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH = 8
-DC_CHUNK = 16  # slices per data-consistency FFT chunk
+DC_CHUNK = 16  # slices per k-space replacement FFT chunk
 
 
 def truncated_axes(lr_grid: Grid, output_grid: Grid, tolerance: float = 1e-3) -> tuple[int, ...] | None:
@@ -125,17 +125,17 @@ class DiffMSRMethod:
             progress(ProgressEvent("register", 1, 1, message))
             return array
         progress(ProgressEvent("register", 1, 1, result.report))
-        return resample_with(inputs.reference, result.transform, inputs.grid) if result.moved else array
+        return resample_through(inputs.reference, result.transform, inputs.grid) if result.moved else array
 
-    def _data_consistency(self, output: np.ndarray, inputs: MethodInput, axes: tuple[int, ...], device: str,
-                          progress: ProgressCallback) -> np.ndarray:
-        """Hard k-space data consistency with the LR acquisition along the in-plane truncated axes."""
+    def _kspace_replacement(self, output: np.ndarray, inputs: MethodInput, axes: tuple[int, ...], device: str,
+                            progress: ProgressCallback) -> np.ndarray:
+        """Hard k-space replacement with the LR acquisition along the in-plane truncated axes."""
         dims = truncated_axes(Grid.of(inputs.lr), inputs.grid)
         if len(axes) != 1 or not dims or axes[0] in dims:
-            log.info("k-space data consistency skipped: the LR is not an in-plane k-space truncation of the "
+            log.info("k-space replacement skipped: the LR is not an in-plane k-space truncation of the "
                      "output grid in the slicing plane %s", axes)
             return output
-        progress(ProgressEvent("data consistency", 0, 1, "k-space data consistency with the LR"))
+        progress(ProgressEvent("k-space replacement", 0, 1, "k-space replacement with the LR"))
         lr = sitk.GetArrayFromImage(inputs.lr)
         out = np.empty_like(output)
         for first in range(0, output.shape[axes[0]], DC_CHUNK):
@@ -143,8 +143,8 @@ class DiffMSRMethod:
             index[axes[0]] = slice(first, first + DC_CHUNK)
             estimate = torch.from_numpy(np.ascontiguousarray(output[tuple(index)])).to(device)
             measured = torch.from_numpy(np.ascontiguousarray(lr[tuple(index)])).to(device)
-            out[tuple(index)] = kspace.data_consistency(estimate, measured, dims).cpu().numpy()
-        progress(ProgressEvent("data consistency", 1, 1, "k-space data consistency with the LR"))
+            out[tuple(index)] = kspace.replace_measured(estimate, measured, dims).cpu().numpy()
+        progress(ProgressEvent("k-space replacement", 1, 1, "k-space replacement with the LR"))
         return out
 
     def run(self, inputs: MethodInput, progress: ProgressCallback, cancel: CancelToken) -> np.ndarray:
@@ -161,6 +161,6 @@ class DiffMSRMethod:
         model = _SliceModel(network, diffusion, steps, settings.device, cancel)
         output = enhance_slicewise(model, sitk.GetArrayFromImage(condition), plan, inputs.mask, reference,
                                    settings.seed, progress, cancel)
-        if self.spec.config.get("data_consistency", True):
-            output = self._data_consistency(output, inputs, axes, settings.device, progress)
+        if self.spec.config.get("kspace_replacement", True):
+            output = self._kspace_replacement(output, inputs, axes, settings.device, progress)
         return output.astype(np.float32)

@@ -86,7 +86,7 @@ def embed_lr_kspace(lr: torch.Tensor, hr_shape: Sequence[int], dims: Sequence[in
     return spectrum
 
 
-def data_consistency(estimate: torch.Tensor, lr: torch.Tensor, dims: Sequence[int] = (-2, -1),
+def replace_measured(estimate: torch.Tensor, lr: torch.Tensor, dims: Sequence[int] = (-2, -1),
                      weight: float = 1.0) -> torch.Tensor:
     """Replace (weight 1) or blend (0 < weight < 1) the estimate's measured k-space by the LR's.
 
@@ -94,7 +94,7 @@ def data_consistency(estimate: torch.Tensor, lr: torch.Tensor, dims: Sequence[in
     estimate (..., H, W), lr (..., h, w) with h ≤ H, w ≤ W along `dims` → (..., H, W); real in, real out.
     """
     if not 0.0 <= weight <= 1.0:
-        raise InputError(f"data-consistency weight {weight} is invalid: use a number in [0, 1]")
+        raise InputError(f"k-space replacement weight {weight} is invalid: use a number in [0, 1]")
     dims = _check_dims(estimate, lr, dims)
     hr_shape = [estimate.shape[d] for d in dims]
     measured = embed_lr_kspace(lr, hr_shape, dims)

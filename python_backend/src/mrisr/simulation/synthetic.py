@@ -20,6 +20,7 @@ from scipy import ndimage
 from mrisr.simulation.degradation import DegradationConfig, degrade
 from mrisr.errors import InputError
 from mrisr.imaging.geometry import Grid, resample
+from mrisr.imaging.registration import resample_through
 from mrisr.simulation.template import mni_image
 
 VALIDATION_SEED_OFFSET = 1_000_000
@@ -115,14 +116,8 @@ def random_degradation(rng: np.random.Generator, validation: bool = False) -> De
 
 
 def _warp(array: np.ndarray, grid: Grid, transform: sitk.Transform, flip: bool) -> np.ndarray:
-    image = resample_with(grid.image_from_array(array), grid, transform)
+    image = resample_through(grid.image_from_array(array), transform, grid, sitk.sitkLinear)
     return image[..., ::-1].copy() if flip else image
-
-
-def resample_with(image: sitk.Image, grid: Grid, transform: sitk.Transform) -> np.ndarray:
-    """`image` warped by `transform` onto `grid` (linear), as a (z, y, x) array."""
-    warped = sitk.Resample(image, grid.blank(), transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(warped)
 
 
 def deformed_anatomy(seed: int, validation: bool = False) -> dict[str, np.ndarray]:
