@@ -21,7 +21,6 @@ from mrisr.evaluation.metrics import (
     evaluate,
     format_table,
     gmsd,
-    mean_iou,
     ms_ssim,
     psnr,
     ssim,
@@ -218,9 +217,9 @@ def test_head_consistency_ignores_the_air():
     assert head_consistency(noisy, lr) == pytest.approx(consistency(noisy, lr, lr_mask))
 
 
-# Dice and IoU -------------------------------------------------------------------------------------
+# Dice --------------------------------------------------------------------------------------------
 
-def test_dice_and_iou_of_overlapping_boxes():
+def test_dice_of_overlapping_boxes():
     pred = np.zeros((20, 20, 20), dtype=np.int32)
     ref = np.zeros_like(pred)
     pred[0:10, 0:10, 0:10] = 1  # 1000 voxels
@@ -229,8 +228,6 @@ def test_dice_and_iou_of_overlapping_boxes():
     ref[15:20, 15:20, 15:20] = 2  # identical
     assert dice(pred, ref) == pytest.approx({1: 0.5, 2: 1.0})
     assert dice(pred, ref, labels=[1, 3]) == pytest.approx({1: 0.5, 3: 1.0})  # 3 absent from both
-    assert mean_iou(pred, ref) == pytest.approx((500 / 1500 + 1.0) / 2)
-    assert mean_iou(pred, ref, labels=[1]) == pytest.approx(1 / 3)
 
 
 def test_dice_rejects_empty_and_mismatched_maps():
@@ -238,7 +235,7 @@ def test_dice_rejects_empty_and_mismatched_maps():
     with pytest.raises(InputError, match="no nonzero labels"):
         dice(empty, empty)
     with pytest.raises(InputError, match="shapes differ"):
-        mean_iou(empty, empty[:-1])
+        dice(empty, empty[:-1])
 
 
 # evaluate and format_table ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Image-quality metrics for super-resolved volumes: PSNR, SSIM, MS-SSIM, GMSD, LR consistency, Dice/IoU.
+"""Image-quality metrics for super-resolved volumes: PSNR, SSIM, MS-SSIM, GMSD, LR consistency, Dice.
 
 Arrays are numpy (z, y, x) volumes; every metric compares a prediction `pred` with a reference `ref`.
 Unless given, `data_range` is the reference's max - min over the whole volume (no percentiles), so the
@@ -16,7 +16,7 @@ from scipy import ndimage
 from mrisr.simulation.degradation import acquire_on_grid
 from mrisr.errors import InputError
 from mrisr.imaging.foreground import foreground_mask
-from mrisr.imaging.geometry import Grid
+from mrisr.imaging.geometry import Grid, check_same_grid
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5  # window radius int(3.5 * 1.5 + 0.5) = 5 voxels, i.e. 11 wide, as in Wang et al. 2004
@@ -24,7 +24,6 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 SSIM_WINDOW = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 GMSD_C = 170.0
-GRID_TOLERANCE = 1e-4
 
 
 def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,25 +233,6 @@ def dice(pred_labels: np.ndarray, ref_labels: np.ndarray,
     """Per-label Dice 2|P∩R| / (|P|+|R|); labels default to all nonzero ones; absent from both -> 1.0."""
     return {label: 1.0 if p + r == 0 else 2.0 * both / (p + r)
             for label, (both, p, r) in _overlaps(pred_labels, ref_labels, labels).items()}
-
-
-def mean_iou(pred_labels: np.ndarray, ref_labels: np.ndarray, labels: Sequence[int] | None = None) -> float:
-    """Mean over labels of IoU |P∩R| / |P∪R|; a label absent from both counts as 1.0."""
-    scores = [1.0 if p + r == 0 else both / (p + r - both)
-              for both, p, r in _overlaps(pred_labels, ref_labels, labels).values()]
-    return float(np.mean(scores))
-
-
-def check_same_grid(pred: sitk.Image, ref: sitk.Image) -> None:
-    """Refuse predictions that do not lie on the reference grid."""
-    a, b = Grid.of(pred), Grid.of(ref)
-    same = a.size == b.size and all(
-        np.allclose(x, y, rtol=0.0, atol=GRID_TOLERANCE)
-        for x, y in ((a.spacing, b.spacing), (a.origin, b.origin), (a.direction, b.direction)))
-    if not same:
-        raise InputError(f"prediction grid (size {a.size}, spacing {a.spacing}, origin {a.origin}) differs "
-                         f"from the reference grid (size {b.size}, spacing {b.spacing}, origin {b.origin}): "
-                         "resample the prediction onto the reference grid first")
 
 
 def evaluate(pred: sitk.Image, ref: sitk.Image, lr: sitk.Image | None = None,

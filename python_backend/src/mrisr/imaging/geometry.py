@@ -131,3 +131,18 @@ def resample(image: sitk.Image, grid: Grid, interpolator: str = "bspline", defau
         sitk.sitkFloat32,
         True,
     )
+
+
+GRID_TOLERANCE = 1e-4  # mm (spacing, origin) and direction-cosine tolerance of `check_same_grid`
+
+
+def check_same_grid(pred: sitk.Image, ref: sitk.Image) -> None:
+    """Refuse a prediction that is not on the reference grid (same size; spacing, origin, direction to GRID_TOLERANCE)."""
+    a, b = Grid.of(pred), Grid.of(ref)
+    same = a.size == b.size and all(
+        np.allclose(x, y, rtol=0.0, atol=GRID_TOLERANCE)
+        for x, y in ((a.spacing, b.spacing), (a.origin, b.origin), (a.direction, b.direction)))
+    if not same:
+        raise InputError(f"prediction grid (size {a.size}, spacing {a.spacing}, origin {a.origin}) differs "
+                         f"from the reference grid (size {b.size}, spacing {b.spacing}, origin {b.origin}): "
+                         "resample the prediction onto the reference grid first")

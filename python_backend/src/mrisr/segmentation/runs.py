@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from mrisr.segmentation.agreement import agreement_table, label_volumes_ml
 from mrisr.imaging.geometry import Grid, resample
-from mrisr.evaluation.metrics import check_same_grid
+from mrisr.imaging.geometry import check_same_grid
 from mrisr.progress import CancelToken, ProgressCallback, no_progress
 from mrisr.io.reporting import write_json
 from mrisr.segmentation.segmenter import segment_image

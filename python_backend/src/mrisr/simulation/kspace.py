@@ -21,11 +21,6 @@ import torch
 from mrisr.errors import InputError
 
 
-def lr_size(hr_size: int, factor: float) -> int:
-    """The LR sample count the degradation keeps for an axis of `hr_size` samples and k-space factor."""
-    return max(1, round(hr_size / factor))
-
-
 def _band(hr_size: int, lr_size_: int, real: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(HR bin indices, LR bin indices) of the measured frequencies along one axis."""
     if not 1 <= lr_size_ <= hr_size:
@@ -105,12 +100,6 @@ def replace_measured(estimate: torch.Tensor, lr: torch.Tensor, dims: Sequence[in
     spectrum = torch.where(mask, spectrum + weight * (measured - spectrum), spectrum)
     out = torch.fft.ifftn(spectrum, dim=tuple(dims), norm="forward")
     return out if estimate.is_complex() else out.real.to(estimate.dtype)
-
-
-def zero_filled(lr: torch.Tensor, hr_shape: Sequence[int], dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
-    """Sinc (zero-filled k-space) interpolation of the LR onto the HR grid: (..., h, w) → (..., H, W)."""
-    out = torch.fft.ifftn(embed_lr_kspace(lr, hr_shape, dims), dim=tuple(dims), norm="forward")
-    return out if lr.is_complex() else out.real.to(lr.dtype)
 
 
 def kspace_dc_loss(output: torch.Tensor, target: torch.Tensor, lr_shape: Sequence[int]) -> torch.Tensor:
