@@ -1,12 +1,14 @@
-"""LPIPS-Alex from the shipped weights: reference values, invariants, and the weights' card."""
+"""LPIPS-Alex from the shipped weights: an independent NumPy transcription of the paper's formula,
+recorded values of the reference package, invariants, and the weights' card."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from mrisr.io.model_store import shipped_folder
-from mrisr.evaluation.perceptual import CARD, lpips_alex
+from mrisr.evaluation.perceptual import CARD, SCALE, SHIFT, lpips_alex
+from mrisr.io.model_store import load_card, load_state_dict, shipped_folder
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,49 @@ def checker(amplitude: float) -> torch.Tensor:
     return (pattern() + amplitude * (((xx // 4 + yy // 4) % 2) * 2 - 1)).clamp(-1, 1)
 
 
+def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Cross-correlation of x (C, H, W) with weight (O, C, k, k) by explicit windows, float64."""
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    k = weight.shape[-1]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    return np.einsum("chwij,ocij->ohw", windows, weight) + bias[:, None, None]
+
+
+def _max_pool(x: np.ndarray) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))[:, ::2, ::2].max(axis=(-2, -1))
+
+
+def reference_lpips(x: np.ndarray, y: np.ndarray) -> float:
+    """LPIPS by Zhang et al. 2018, Eq. 1, written out from the paper and AlexNet's published layer list
+    (conv 11/4 pad 2, pool 3/2, conv 5 pad 2, pool 3/2, conv 3 ×3), independently of `AlexLPIPS`:
+    d = Σ_l mean_hw Σ_c w_lc (ŷ_l − ŷ0_l)², ŷ = channel-unit-normalised ReLU activations. x, y (H, W)."""
+    weights = {k: v.double().numpy() for k, v in load_state_dict(load_card(CARD)).items()}
+    shift, scale = np.array(SHIFT)[:, None, None], np.array(SCALE)[:, None, None]
+    taps = []
+    for image in (x, y):
+        a, stages = (np.repeat(image[None], 3, axis=0) - shift) / scale, []
+        for i, (stride, pad) in enumerate([(4, 2), (1, 2), (1, 1), (1, 1), (1, 1)]):
+            a = _max_pool(a) if i in (1, 2) else a
+            a = np.maximum(_conv(a, weights[f"convs.{i}.weight"], weights[f"convs.{i}.bias"], stride, pad), 0)
+            stages.append(a / (np.sqrt((a ** 2).sum(axis=0, keepdims=True)) + 1e-10))
+        taps.append(stages)
+    return float(sum((weights[f"lins.{i}.weight"][0, :, 0, 0, None, None] * (fx - fy) ** 2).sum(0).mean()
+                     for i, (fx, fy) in enumerate(zip(*taps))))
+
+
+def test_matches_the_papers_formula_written_independently(lpips):
+    x = pattern()
+    for y in (checker(0.1), checker(0.3), torch.roll(x, 3, dims=3)):
+        with torch.no_grad():
+            ours = lpips(x, y).item()
+        assert ours == pytest.approx(reference_lpips(x[0, 0].double().numpy(), y[0, 0].double().numpy()), rel=1e-4)
+
+
 def test_reference_values_of_the_lpips_package(lpips):
-    """Values of lpips 0.1.4's LPIPS(net='alex') (v0.1 linear layers) with these AlexNet arrays, fp32;
-    ours runs fp16-stored weights, hence the tolerance."""
+    """A regression guard: values that lpips 0.1.4's LPIPS(net='alex') (v0.1 linear layers) gave with
+    these AlexNet arrays in fp32 when the weights were converted (scripts/convert_lpips_weights.py); CI
+    cannot rerun that package (it downloads AlexNet), so the test above checks the formula itself.
+    Ours runs fp16-stored weights, hence the tolerance."""
     x = pattern()
     with torch.no_grad():
         values = [lpips(x, checker(0.1)), lpips(x, checker(0.3)), lpips(x, torch.roll(x, 3, dims=3))]

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrisr.errors import MRISRError
+
 CARD = "lpips_alex"
 SHIFT = (-0.030, -0.088, -0.188)  # LPIPS ScalingLayer: inputs in [−1, 1] to ImageNet statistics
 SCALE = (0.458, 0.448, 0.450)
@@ -70,7 +72,11 @@ _CACHE: dict[str, AlexLPIPS] = {}
 def lpips_alex(device: str = "cpu") -> AlexLPIPS:
     """The shipped LPIPS-Alex (SHA256-verified), frozen, in eval mode on `device`; loaded once per device."""
     if device not in _CACHE:
-        from mrisr.io.model_store import load_card, load_state_dict
+        from mrisr.io.model_store import find_card, load_card, load_state_dict
+
+        if find_card(CARD) is None:
+            raise MRISRError("LPIPS weights are not in this install (they ship with the source checkout for "
+                             'evaluation and training): pip install -e "python_backend[eval]" from the repository')
 
         network = AlexLPIPS()
         network.load_state_dict(load_state_dict(load_card(CARD)))

@@ -21,7 +21,7 @@ def mni_path(kind: str = "t1") -> Path:
     try:
         folder = resources.files("nilearn.datasets").joinpath("data")
     except ModuleNotFoundError:
-        raise MRISRError("the sample data needs the nilearn package: pip install nilearn") from None
+        raise MRISRError('the MNI152 sample data needs the "eval" extra: pip install "mrisr[eval]"') from None
     path = Path(str(folder.joinpath(MNI_FILES[kind])))
     if not path.exists():
         raise MRISRError(f"nilearn is installed but {path.name} is missing: reinstall nilearn")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 from mrisr.simulation.degradation import PRESETS, degrade
 from mrisr.pipeline import EnhanceOptions, enhance
 from mrisr.progress import ProgressCallback
 from mrisr.simulation.template import mni_image
+from mrisr.evaluation.process_usage import peak_rss_mib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,5 +23,5 @@ def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:
         started = time.perf_counter()
         result = enhance(lr, EnhanceOptions(method=method), progress=progress)
         rows[method] = {"seconds": round(time.perf_counter() - started, 2), "output_size": list(result.image.GetSize())}
-    rows["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    rows["peak_rss_mib"] = peak_rss_mib()
     return rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
 import tempfile
 import time
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from mrisr.networks.diffmsr import PRESETS, DiffMSRNetwork
 from mrisr.pipeline import EnhanceOptions, enhance
 from mrisr.progress import ProgressCallback, ProgressEvent
 from mrisr.simulation.template import mni_image
+from mrisr.evaluation.process_usage import peak_rss_mib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +127,7 @@ def volume_run(progress: ProgressCallback) -> dict:
         seconds = time.perf_counter() - t0
     return {"weights": "random init (speed only)", "input_size": list(lr.GetSize()),
             "output_size": list(result.image.GetSize()), "seconds": round(seconds, 1), "stage_seconds": stages,
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def run(args: argparse.Namespace, progress: ProgressCallback) -> dict:

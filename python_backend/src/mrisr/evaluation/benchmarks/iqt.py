@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import time
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from mrisr.errors import InputError
 from mrisr.progress import ProgressCallback, ProgressEvent
+from mrisr.evaluation.process_usage import peak_rss_mib
 
 if TYPE_CHECKING:  # torch is imported when a benchmark runs, not when the CLI builds its parsers
     import torch
@@ -143,7 +143,7 @@ def _volume_run(preset: str, steps: int, start_step: int, overlap: float, thread
     return {"seconds": round(seconds, 1), "input_preparation_seconds": round(prepared - started, 1),
             "threads": torch.get_num_threads(), "output_size": list(grid.size), "network_evaluations": events[-1].total,
             "blocks_per_step": events[-1].total // max(1, (start_step or steps)),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def volume_timings(preset: str, steps: int, start_steps: list[int], overlap: float, threads: int | None,

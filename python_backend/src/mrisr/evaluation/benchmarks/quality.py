@@ -11,7 +11,6 @@ import argparse
 import concurrent.futures
 import dataclasses
 import multiprocessing
-import resource
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from mrisr.progress import ProgressCallback, ProgressEvent
 from mrisr.registry import method_specs
 from mrisr.imaging.geometry import Grid, resample
 from mrisr.simulation.synthetic import SyntheticPair, make_pair
+from mrisr.evaluation.process_usage import peak_rss_mib
 
 CASES = {
     "x4_lowfield": DegradationConfig(slice_thickness=4.0, contrast_gamma=1.1, contrast_compression=0.2, snr=20.0,
@@ -86,7 +86,7 @@ def _run_one(lr: sitk.Image, reference: sitk.Image | None, options: EnhanceOptio
     except MRISRError as exc:
         return {"error": str(exc)}
     return {"array": sitk.GetArrayFromImage(result.image), "seconds": time.perf_counter() - started,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def _score(run: dict[str, Any], hr: sitk.Image, lr: sitk.Image, mask: np.ndarray, lpips: bool) -> dict[str, Any]:

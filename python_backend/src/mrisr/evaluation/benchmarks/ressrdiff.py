@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mrisr.progress import ProgressCallback, ProgressEvent, no_progress
+from mrisr.evaluation.process_usage import peak_rss_mib
 
 PLANE_CASES = {"single": "coronal", "fusion": "coronal,sagittal"}
 
@@ -35,14 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device string (default cpu)")
 
 
-def _peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process so far (with other load, wall time overstates the work)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return time.process_time()
 
 
 def _network(name: str, device: str) -> torch.nn.Module:
@@ -108,7 +105,7 @@ def _volume_case(planes: str, preset: str, steps: int, batch_size: int, threads:
         seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     return {"planes": planes, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
             "output_size": list(result.image.GetSize()),
-            "threads": torch.get_num_threads(), "peak_rss_mib": _peak_rss_mib()}
+            "threads": torch.get_num_threads(), "peak_rss_mib": peak_rss_mib()}
 
 
 def run(args: argparse.Namespace, progress: ProgressCallback = no_progress) -> dict:

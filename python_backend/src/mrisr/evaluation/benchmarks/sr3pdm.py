@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from mrisr.errors import InputError
 from mrisr.progress import ProgressCallback, ProgressEvent
+from mrisr.evaluation.process_usage import peak_rss_mib
 
 VOLUME_RUNS = {  # name: (start step K, steps); T = 100
     "sr3_full": (100, 100),
@@ -109,16 +108,6 @@ def _mni_thick5(crop: int):
     return degrade(image, PRESETS["thick5"])
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory. Linux: VmHWM, which (unlike ru_maxrss) restarts at exec, so a
-    spawned child does not inherit its parent's peak."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
 
 
 def _volume_child(job: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +124,7 @@ def _volume_child(job: dict[str, Any]) -> dict[str, Any]:
                              batch_size=job["batch_size"], planes=job["planes"])
     result = enhance(lr, options)
     return {"start_step": job["start_step"], "steps": job["steps"], "seconds": round(result.seconds, 1),
-            "peak_rss_mib": _peak_rss_mib(),
+            "peak_rss_mib": peak_rss_mib(),
             "input_size": list(lr.GetSize()), "output_size": list(result.image.GetSize())}
 
 
