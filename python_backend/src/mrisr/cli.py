@@ -1,4 +1,4 @@
-"""The `mrisr` command line: enhance, segment, methods, degrade, evaluate, demo, bench and train.
+"""The `mrisr` command line: enhance, plan, segment, methods, degrade, evaluate, demo, bench and train.
 
 User errors print one line (`mrisr: error: …`) and exit 2 without a traceback or a partial output.
 """
@@ -34,16 +34,38 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=1,
                         help="diffusion methods: average this many posterior samples (seeds SEED, SEED+1, …); "
                              "N times the run time (default 1)")
-    parser.add_argument("--data-consistency", type=int, default=0, metavar="N",
+    parser.add_argument("--back-projection", type=int, default=0, metavar="N",
                         help="N back-projection iterations that make the output agree with the acquired slices "
                              "(0 = off, the default); helps on real thick-slice scans, hurts when the input's "
                              "contrast differs from the wanted output (low-field)")
+    parser.add_argument("--data-consistency", type=int, dest="back_projection", help=argparse.SUPPRESS)  # old name
     parser.add_argument("--batch-size", type=int, help="patches or slices per network call")
     parser.add_argument("--planes", default="auto",
                         help="2D methods: slice planes, auto or a comma list of axial, coronal, sagittal "
                              "(several = multi-plane fusion)")
     parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
                         help=f"refuse outputs larger than this many voxels (default {DEFAULT_MAX_VOXELS:,})")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `enhance` that `plan` takes too: the enhance options and the extra files of a run."""
+    parser.add_argument("--reference", help="reference volume of another contrast (multi-contrast methods)")
+    _add_enhance_options(parser)
+    parser.add_argument("--uncertainty", help="also write the per-voxel standard deviation of the samples here "
+                                              "(needs --samples 2 or more): where the detail is guessed, not measured")
+    parser.add_argument("--write-interpolated", metavar="PATH",
+                        help="also write the input interpolated (B-spline) onto the output grid here: the image "
+                             "`--segment` segments as the input, and the one the Slicer module shows as the input")
+    parser.add_argument("--segment", action="store_true",
+                        help="also segment brain tissue (CSF/GM/WM) of the interpolated input and of the output: "
+                             "writes OUT_input.seg.nrrd, OUT.seg.nrrd and OUT_tissues.json (Dice, volumes) beside OUT")
+    _add_segment_options(parser)
+
+
+def _run_files(args: argparse.Namespace):
+    from mrisr.plan import RunFiles
+
+    return RunFiles(args.output, args.uncertainty, args.write_interpolated, args.segment, args.reference_seg)
 
 
 def _enhance_options(args: argparse.Namespace):
@@ -53,41 +75,49 @@ def _enhance_options(args: argparse.Namespace):
         method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
         overlap=args.overlap, target_spacing=args.target_spacing, device=args.device, seed=args.seed,
         batch_size=args.batch_size, max_voxels=args.max_voxels, planes=args.planes, samples=args.samples,
-        data_consistency=args.data_consistency,
+        back_projection=args.back_projection,
     )
 
 
 def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from mrisr.pipeline import enhance_file
+    from mrisr.plan import check_files
 
-    paths = _segmentation_paths(args)
+    files = _run_files(args)
+    check_files(files, tuple(p for p in (args.input, args.reference, args.reference_seg) if p), args.samples)
     result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress,
-                          uncertainty_path=args.uncertainty)
+                          uncertainty_path=args.uncertainty, interpolated_path=args.write_interpolated)
     size = "x".join(str(v) for v in result.image.GetSize())
     spacing = "x".join(f"{v:g}" for v in result.image.GetSpacing())
     samples = f" ({args.samples} samples averaged)" if args.samples > 1 else ""
     print(f"wrote {args.output}: {size} voxels at {spacing} mm with {result.method}{samples} in {result.seconds:.1f} s")
     if args.uncertainty:
         print(f"wrote {args.uncertainty}: the samples' per-voxel standard deviation")
-    if paths is not None:
-        _segment_enhancement(args, result.image, paths, progress)
+    if args.write_interpolated:
+        print(f"wrote {args.write_interpolated}: the input interpolated onto the output grid")
+    if args.segment:
+        _segment_enhancement(args, result.image, files.segmentation(), progress)
     return 0
 
 
-def _segmentation_paths(args: argparse.Namespace):
-    """Where `enhance --segment` writes, checked before any work (None without --segment)."""
-    from mrisr.errors import InputError
-    from mrisr.segmentation.runs import SegmentationPaths
-    from mrisr.io.volumes import check_output_path
+def cmd_plan(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    """What `enhance` would do with these arguments, without running a method (exit 2 if it would refuse)."""
+    from mrisr.plan import plan_run
 
-    if not args.segment:
-        if args.reference_seg:
-            raise InputError("--reference-seg needs --segment: add --segment or leave it out")
-        return None
-    paths = SegmentationPaths.beside(args.output)
-    for path in (paths.input_seg, paths.output_seg):
-        check_output_path(path, (args.input,))
-    return paths
+    plan = plan_run(args.input, _enhance_options(args), _run_files(args), args.reference)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        answer = plan.to_json()
+        if answer["output"] is not None:
+            out = answer["output"]
+            print(f"output: {'x'.join(map(str, out['size']))} voxels at {'x'.join(f'{v:g}' for v in out['spacing'])} mm "
+                  f"({out['voxels']:,} voxels, {out['memory_mib']:.1f} MiB as float32) with {answer['method']}")
+        for role, path in answer["files"].items():
+            print(f"{role}: {path}")
+    for error in plan.errors:
+        print(f"mrisr: error: {error}", file=sys.stderr)
+    return 2 if plan.errors else 0
 
 
 def _segment_enhancement(args: argparse.Namespace, enhanced, paths, progress: ProgressCallback) -> None:
@@ -128,11 +158,12 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from mrisr.io.model_store import find_card
+    from mrisr.plan import limits
     from mrisr.registry import default_method, method_specs
 
     specs = method_specs()
     if args.json:
-        print(json.dumps({"default_method": default_method(),
+        print(json.dumps({"default_method": default_method(), "limits": limits(),
                           "methods": [dataclasses.asdict(s) for s in specs.values()]}, indent=2))
         return 0
     for spec in specs.values():
@@ -286,23 +317,32 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _add_bench_parsers(sub) -> None:
+def _add_bench_parsers(sub, selected: str | None) -> None:
+    """One sub-command per benchmark module; only the `selected` one is imported (for its options)."""
     import importlib
-    import pkgutil
 
-    from mrisr.evaluation import benchmarks
+    from mrisr.evaluation.benchmarks import available
 
     bench = sub.add_parser("bench", help="speed/memory/quality benchmarks; results go to a JSON file")
     names = bench.add_subparsers(dest="bench", required=True)
-    for info in pkgutil.iter_modules(benchmarks.__path__):
-        module = importlib.import_module(f"mrisr.evaluation.benchmarks.{info.name}")
-        p = names.add_parser(info.name, help=(module.__doc__ or "").strip().splitlines()[0])
-        p.add_argument("--out", default=f"bench-{info.name}.json", help="where to write the results JSON")
-        module.add_arguments(p)
+    for name, summary in available().items():
+        p = names.add_parser(name, help=summary)
+        p.add_argument("--out", default=f"bench-{name}.json", help="where to write the results JSON")
+        if name == selected:
+            importlib.import_module(f"mrisr.evaluation.benchmarks.{name}").add_arguments(p)
         p.set_defaults(func=cmd_bench)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _selected_bench(argv: list[str]) -> str | None:
+    """The NAME of `mrisr … bench NAME …`, or None."""
+    if "bench" not in argv:
+        return None
+    rest = [a for a in argv[argv.index("bench") + 1:] if not a.startswith("-")]
+    return rest[0] if rest else None
+
+
+def build_parser(bench: str | None = None) -> argparse.ArgumentParser:
+    """The `mrisr` argument parser; `bench` names the benchmark whose options to load (see _selected_bench)."""
     parser = argparse.ArgumentParser(prog="mrisr", description="MRI super-resolution / image quality transfer")
     parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
                         help="progress on stderr: tqdm bars with ETA, JSON lines (for GUIs) or nothing; "
@@ -313,15 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enhance", help="enhance a volume (NIfTI/NRRD/MHA file or DICOM folder)")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--reference", help="reference volume of another contrast (multi-contrast methods)")
-    _add_enhance_options(p)
-    p.add_argument("--uncertainty", help="also write the per-voxel standard deviation of the samples here "
-                                         "(needs --samples 2 or more): where the detail is guessed, not measured")
-    p.add_argument("--segment", action="store_true",
-                   help="also segment brain tissue (CSF/GM/WM) of the interpolated input and of the output: "
-                        "writes OUT_input.seg.nrrd, OUT.seg.nrrd and OUT_tissues.json (Dice, volumes) beside OUT")
-    _add_segment_options(p)
+    _add_run_options(p)
     p.set_defaults(func=cmd_enhance)
+
+    p = sub.add_parser("plan", help="what enhance would make (output grid, memory, files) or refuse, "
+                                    "without running a method")
+    p.add_argument("input")
+    p.add_argument("output", nargs="?", help="the output path enhance would get (to name the files it writes)")
+    _add_run_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable answer (always printed, also with errors)")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("segment", help="segment brain tissue (background, CSF, GM, WM) of a T1-weighted volume")
     p.add_argument("input")
@@ -366,14 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="lowfield", help="degradation preset for the sample (default lowfield)")
     _add_enhance_options(p)
     p.set_defaults(func=cmd_demo)
-    _add_bench_parsers(sub)
+    _add_bench_parsers(sub, bench)
     _add_train_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mrisr` command."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_selected_bench(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     kind = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "none")
     progress, close = make_progress(kind)
@@ -393,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         close()
         print("mrisr: interrupted; no output was written", file=sys.stderr)
         return 130
+
 
 if __name__ == "__main__":
     sys.exit(main())

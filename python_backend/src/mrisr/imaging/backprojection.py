@@ -21,8 +21,8 @@ MAX_ITERATIONS = 10
 def check_iterations(iterations: int) -> None:
     """Refuse an iteration count out of range."""
     if not isinstance(iterations, int) or isinstance(iterations, bool) or not 0 <= iterations <= MAX_ITERATIONS:
-        raise InputError(f"data consistency {iterations!r} is out of range: "
-                         f"use --data-consistency 0 (off) to {MAX_ITERATIONS} iterations")
+        raise InputError(f"back-projection {iterations!r} is out of range: "
+                         f"use --back-projection 0 (off) to {MAX_ITERATIONS} iterations")
 
 
 def back_project(estimate: sitk.Image, acquired: sitk.Image, iterations: int) -> sitk.Image:
