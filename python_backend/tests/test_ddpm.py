@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from mrisr.diffusion.ddpm import DiscreteSchedule, q_sample, sample, timesteps, x0_from_eps
+from mrisr.diffusion.ddpm import DDPMScheduler, DiscreteSchedule, q_sample, timesteps, x0_from_eps
+from mrisr.diffusion.scheduler import sample
 from mrisr.errors import InputError
 
 
@@ -28,9 +29,9 @@ def test_ancestral_step_equals_ddpm_posterior():
     x0 = torch.full((20000, 1), 0.7, dtype=torch.float64)
     x_t = torch.full((20000, 1), -0.3, dtype=torch.float64)
     t = 40
-    out = sample(lambda x, s: x0 if s[0] == t else x, x_t, schedule, [t, t - 1, t - 1][:2], eta=1.0,
-                 generator=torch.Generator().manual_seed(1))
-    # The second (last) call returns its input unchanged, so `out` is the x_{t−1} draw.
+    scheduler = DDPMScheduler(schedule, eta=1.0)
+    scheduler.timesteps = torch.tensor([t, t - 1])
+    out = scheduler.step(x0, 0, x_t, torch.Generator().manual_seed(1))
     b, abar = schedule.betas, schedule.alphas_cumprod
     mean = (math.sqrt(abar[t - 1]) * b[t] / (1 - abar[t])) * 0.7 + (math.sqrt(1 - b[t]) * (1 - abar[t - 1]) / (1 - abar[t])) * -0.3
     var = (1 - abar[t - 1]) / (1 - abar[t]) * b[t]
@@ -47,8 +48,11 @@ def test_perfect_denoiser_recovers_x0_full_partial_and_strided(eta, start_step, 
     plan = timesteps(100, steps, start_step)
     assert plan[0] == (start_step or 100) - 1 and plan[-1] == 0 and len(plan) == steps
     x = q_sample(schedule, x0, torch.full((2,), plan[0]), torch.randn(x0.shape, generator=g))
+    scheduler = DDPMScheduler(schedule, eta)
+    scheduler.set_timesteps(steps, start_step)
+    assert scheduler.timesteps.tolist() == plan
     calls = []
-    out = sample(lambda x, t: x0, x, schedule, plan, eta=eta, generator=g, callback=lambda i, n: calls.append(i))
+    out = sample(lambda x, t: x0, x, scheduler, generator=g, callback=lambda i, n: calls.append(i))
     torch.testing.assert_close(out, x0)
     assert calls == list(range(1, steps + 1))
 
@@ -57,9 +61,11 @@ def test_ddim_eta0_is_deterministic_and_eta1_is_not():
     schedule = DiscreteSchedule.linear(100)
     x = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(3))
     shrink = lambda x, t: 0.5 * x  # noqa: E731 - an imperfect denoiser
-    plan = timesteps(100, 10)
-    runs = [sample(shrink, x, schedule, plan, eta=eta, generator=torch.Generator().manual_seed(s))
-            for eta in (0.0, 1.0) for s in (0, 1)]
+    schedulers = [DDPMScheduler(schedule, eta) for eta in (0.0, 1.0)]
+    for scheduler in schedulers:
+        scheduler.set_timesteps(10)
+    runs = [sample(shrink, x, scheduler, generator=torch.Generator().manual_seed(s))
+            for scheduler in schedulers for s in (0, 1)]
     torch.testing.assert_close(runs[0], runs[1])
     assert not torch.allclose(runs[2], runs[3])
 

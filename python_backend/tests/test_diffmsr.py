@@ -8,7 +8,8 @@ import torch
 
 from mrisr.simulation import kspace
 from mrisr.simulation.degradation import DegradationConfig, degrade
-from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior, stage1_loss, stage2_loss
+from mrisr.diffusion.latent_ddpm import LatentDiffusionConfig, sample_prior
+from mrisr.training.diffmsr_losses import stage1_loss, stage2_loss
 from mrisr.errors import CancelledError, InputError
 from mrisr.imaging.geometry import Grid
 from mrisr.methods import MethodInput, RunSettings

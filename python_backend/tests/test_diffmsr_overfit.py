@@ -11,7 +11,8 @@ import torch
 from mrisr.simulation import kspace
 from mrisr.evaluation.benchmarks.diffmsr import t2_like
 from mrisr.simulation.degradation import DegradationConfig, degrade
-from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior, stage1_loss, stage2_loss
+from mrisr.diffusion.latent_ddpm import LatentDiffusionConfig, sample_prior
+from mrisr.training.diffmsr_losses import stage1_loss, stage2_loss
 from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
 from mrisr.evaluation.metrics import psnr
 from mrisr.networks.diffmsr import DiffMSRConfig, DiffMSRNetwork, PriorConfig

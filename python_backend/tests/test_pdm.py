@@ -36,29 +36,36 @@ def test_alignment_weights_hand_values_and_endpoints():
         pdm.alignment_weights(4, "sigmoid")
 
 
+def _partial_start(y: torch.Tensor, start_step: int, noise: torch.Tensor) -> torch.Tensor:
+    """x_K^LR: the DDPM scheduler truncated at K, forward-diffused from y to its first timestep."""
+    scheduler = ddpm.DDPMScheduler(SCHEDULE)
+    scheduler.set_timesteps(start_step, start_step)
+    return scheduler.add_noise(y, noise, int(scheduler.timesteps[0]))
+
+
 def test_aligned_trajectory_endpoints():
     """Eq. 16: x̂_K = x_K^LR (same ε) and the clean end z_0 = x (λ_0 = 1)."""
     x, y, g = _pair()
     noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
     k = 25
-    at_k = pdm.aligned_latent(SCHEDULE, x, y, torch.full((3,), k - 1), k, noise)
-    torch.testing.assert_close(at_k, pdm.partial_start(SCHEDULE, y, k, noise))
+    at_k = ddpm.q_sample(SCHEDULE, pdm.aligned_clean(x, y, torch.full((3,), k - 1), k), torch.full((3,), k - 1), noise)
+    torch.testing.assert_close(at_k, _partial_start(y, k, noise))
     torch.testing.assert_close(pdm.aligned_clean(x, y, torch.full((3,), k - 1), k), y)
     lam = pdm.alignment_weights(k)
     torch.testing.assert_close(lam[0] * x + (1 - lam[0]) * y, x)
 
 
-def test_aligned_latent_and_partial_start_hand_computed():
+def test_aligned_latent_and_truncated_start_hand_computed():
     x, y = torch.tensor([[0.8]], dtype=torch.float64), torch.tensor([[0.2]], dtype=torch.float64)
     noise = torch.tensor([[0.5]], dtype=torch.float64)
     betas = [1e-4 + i * (0.1 - 1e-4) / 99 for i in range(100)]
     abar_10 = math.prod(1 - b for b in betas[:10])  # paper step t = 10 → index 9
     lam = 0.5 * (math.cos(math.pi * 10 / 20) + 1)  # K = 20
     expected = math.sqrt(abar_10) * (lam * 0.8 + (1 - lam) * 0.2) + math.sqrt(1 - abar_10) * 0.5
-    got = pdm.aligned_latent(SCHEDULE, x, y, torch.tensor([9]), 20, noise)
+    got = ddpm.q_sample(SCHEDULE, pdm.aligned_clean(x, y, torch.tensor([9]), 20), torch.tensor([9]), noise)
     assert got.item() == pytest.approx(expected, rel=1e-12)
     abar_25 = math.prod(1 - b for b in betas[:25])
-    start = pdm.partial_start(SCHEDULE, y, 25, noise)
+    start = _partial_start(y, 25, noise)
     assert start.item() == pytest.approx(math.sqrt(abar_25) * 0.2 + math.sqrt(1 - abar_25) * 0.5, rel=1e-12)
 
 
@@ -76,12 +83,13 @@ def test_eq19_aligned_posterior_is_ddpm_posterior_of_z_t():
     lam = pdm.alignment_weights(k)[t + 1]
     hr, lr = ddpm.q_sample(SCHEDULE, x, idx, noise), ddpm.q_sample(SCHEDULE, y, idx, noise)
     eq19 = lam * mu(hr, x) + (1 - lam) * mu(lr, y)
-    x_hat = pdm.aligned_latent(SCHEDULE, x, y, idx, k, noise)
+    x_hat = ddpm.q_sample(SCHEDULE, pdm.aligned_clean(x, y, idx, k), idx, noise)  # Eq. 16
     torch.testing.assert_close(eq19, mu(x_hat, pdm.aligned_clean(x, y, idx, k)))
-    # ...and that is the mean ddpm.sample's η = 1 step takes when the denoiser returns z_t:
+    # ...and that is the mean the DDPM scheduler's η = 1 step takes when the denoiser returns z_t:
     z = pdm.aligned_clean(x, y, idx, k)
-    step = ddpm.sample(lambda v, s: z if s[0] == t else v, x_hat, SCHEDULE, [t, t - 1], eta=1.0,
-                       generator=torch.Generator().manual_seed(5))
+    scheduler = ddpm.DDPMScheduler(SCHEDULE, eta=1.0)
+    scheduler.timesteps = torch.tensor([t, t - 1])
+    step = scheduler.step(z, 0, x_hat, torch.Generator().manual_seed(5))
     sigma = math.sqrt((1 - abar[t - 1]) / (1 - abar[t]) * betas[t])
     drawn = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     torch.testing.assert_close(step - sigma * drawn, eq19)
@@ -170,7 +178,7 @@ def test_denoiser_adapter_eps_x0_and_clip():
 def test_bad_start_steps_and_losses_are_input_errors():
     x = torch.zeros(1, 1, 2, 2)
     with pytest.raises(InputError):
-        pdm.partial_start(SCHEDULE, x, 101, x)
+        ddpm.DDPMScheduler(SCHEDULE).set_timesteps(1, 101)
     with pytest.raises(InputError):
         pdm.training_loss(lambda v, c, n: v, x, x, SCHEDULE, None, 0, prediction="eps")
     with pytest.raises(InputError):

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mrisr.diffusion.resshift import (
-    ResShiftSchedule, posterior, prior_sample, q_sample, randn, sample, timesteps, training_loss,
+    ResShiftSchedule, ResShiftScheduler, denoiser, posterior, q_sample, randn, timesteps, training_loss,
 )
+from mrisr.diffusion.scheduler import sample
 from mrisr.errors import InputError
 
 SCHEDULE = ResShiftSchedule()
@@ -90,18 +91,34 @@ def test_posterior_is_consistent_with_the_marginals(t, s):
 def test_timesteps():
     assert timesteps(4, 4) == [4, 3, 2, 1] and timesteps(4, 2) == [4, 1] and timesteps(4, 1) == [4]
     assert timesteps(15, 4) == [15, 10, 6, 1]
+    assert timesteps(4, 2, start_step=3) == [3, 1]  # truncated at K = 3
     for bad in (0, 5):
         with pytest.raises(InputError, match="steps"):
             timesteps(4, bad)
+    with pytest.raises(InputError, match="start step 5"):
+        timesteps(4, 1, start_step=5)
+
+
+def prior_sample(y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_T = y + κ √η_T ε (Eq. 5) through the scheduler's add_noise."""
+    return ResShiftScheduler(SCHEDULE).add_noise(y, noise, SCHEDULE.num_steps)
+
+
+def _scheduler(steps) -> ResShiftScheduler:
+    scheduler = ResShiftScheduler(SCHEDULE)
+    scheduler.timesteps = torch.tensor(steps)
+    return scheduler
 
 
 @pytest.mark.parametrize("n", [4, 2, 1])
 def test_perfect_denoiser_recovers_x_from_the_prior(n):
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1, torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
-    x_t = prior_sample(SCHEDULE, y, torch.randn(y.shape, generator=g))
+    x_t = prior_sample(y, torch.randn(y.shape, generator=g))
     calls = []
-    out = sample(lambda x_t, t, c: x, x_t, SCHEDULE, timesteps(4, n), condition=y, generator=g,
+    scheduler = ResShiftScheduler(SCHEDULE)
+    scheduler.set_timesteps(n)
+    out = sample(denoiser(lambda x_t, t, c: x, y), x_t, scheduler, generator=g,
                  callback=lambda i, total: calls.append((i, total)))
     torch.testing.assert_close(out, x)
     assert calls == [(i, n) for i in range(1, n + 1)]
@@ -110,19 +127,19 @@ def test_perfect_denoiser_recovers_x_from_the_prior(n):
 def test_prior_is_centred_on_the_condition():
     g = torch.Generator().manual_seed(2)
     y = torch.full((100_000,), 0.3)
-    x_t = prior_sample(SCHEDULE, y, torch.randn(y.shape, generator=g))
+    x_t = prior_sample(y, torch.randn(y.shape, generator=g))
     assert x_t.mean().item() == pytest.approx(0.3, abs=0.03) and x_t.std().item() == pytest.approx(2 * 0.99, rel=0.01)
 
 
 def test_denoiser_sees_steps_and_condition_and_is_clamped():
     seen = []
 
-    def denoiser(x_t, t, c):
+    def network(x_t, t, c):
         seen.append((t.tolist(), c is y))
         return torch.full_like(x_t, 5.0)
 
     y = torch.zeros(2, 1, 4, 4)
-    out = sample(denoiser, torch.zeros(2, 1, 4, 4), SCHEDULE, [4, 2], condition=y, generator=torch.Generator())
+    out = sample(denoiser(network, y), torch.zeros(2, 1, 4, 4), _scheduler([4, 2]), generator=torch.Generator())
     assert seen == [([4, 4], True), ([2, 2], True)] and torch.all(out == 1.0)
 
 
@@ -133,12 +150,12 @@ def test_per_sample_generators_make_results_independent_of_batching():
     y = torch.linspace(-1, 1, 3 * 16).view(3, 1, 4, 4)
     gens = lambda: [torch.Generator().manual_seed(s) for s in (7, 8, 9)]  # noqa: E731
     shared = gens()
-    batch = sample(shrink, prior_sample(SCHEDULE, y, randn(y.shape, shared, "cpu")), SCHEDULE, [4, 3, 2, 1],
-                   condition=y, generator=shared)
+    batch = sample(denoiser(shrink, y), prior_sample(y, randn(y.shape, shared, "cpu")), _scheduler([4, 3, 2, 1]),
+                   generator=shared)
     for b, g in enumerate(gens()):
         yb = y[b:b + 1]
-        single = sample(shrink, prior_sample(SCHEDULE, yb, randn(yb.shape, [g], "cpu")), SCHEDULE, [4, 3, 2, 1],
-                        condition=yb, generator=[g])
+        single = sample(denoiser(shrink, yb), prior_sample(yb, randn(yb.shape, [g], "cpu")),
+                        _scheduler([4, 3, 2, 1]), generator=[g])
         torch.testing.assert_close(batch[b:b + 1], single)
     with pytest.raises(ValueError):
         randn((2, 3), gens(), "cpu")

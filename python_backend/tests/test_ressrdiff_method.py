@@ -130,4 +130,4 @@ def test_without_weights_the_method_asks_for_training(monkeypatch, tmp_path):
 def test_registry_entry():
     assert SPEC.kind == "diffusion" and SPEC.implementation == "ressrdiff:ResSRDiffMethod"
     assert (SPEC.steps.default, SPEC.steps.minimum, SPEC.steps.maximum) == (4, 1, 4)
-    assert SPEC.config["slice_model"] is True and SPEC.config["card"] == "ressrdiff_cpu"
+    assert SPEC.config["card"] == "ressrdiff_cpu"

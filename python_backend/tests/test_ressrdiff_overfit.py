@@ -6,7 +6,9 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.simulation.degradation import PRESETS, degrade_to_hr_grid
-from mrisr.diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps, training_loss
+from mrisr.diffusion.resshift import ResShiftSchedule, ResShiftScheduler, denoiser, randn, training_loss
+from mrisr.diffusion.intensity import from_model_range
+from mrisr.diffusion.scheduler import sample
 from mrisr.imaging.foreground import foreground_mask
 from mrisr.evaluation.metrics import psnr
 from mrisr.networks.swin_unet2d import SwinUNet2d, SwinUNetConfig
@@ -53,8 +55,9 @@ def test_tiny_model_overfits_and_beats_bspline_on_its_training_slices():
     schedule, generators = ResShiftSchedule(), [torch.Generator().manual_seed(s) for s in range(4)]
     network.eval()
     with torch.no_grad():
-        start = prior_sample(schedule, y, randn(y.shape, generators, "cpu"))
-        out = sample(network, start, schedule, timesteps(4, 4), condition=y, generator=generators)
-    unit = lambda v: ((v + 1) / 2).numpy()  # noqa: E731
+        scheduler = ResShiftScheduler(schedule)
+        start = scheduler.add_noise(y, randn(y.shape, generators, "cpu"), 4)
+        out = sample(denoiser(network, y), start, scheduler, generator=generators)
+    unit = lambda v: from_model_range(v).numpy()  # noqa: E731
     bspline, diffusion = psnr(unit(y), unit(x), data_range=1.0), psnr(unit(out), unit(x), data_range=1.0)
     assert diffusion > bspline + 1.0, (bspline, diffusion)

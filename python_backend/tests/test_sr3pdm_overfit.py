@@ -8,7 +8,7 @@ import torch
 from mrisr.simulation.degradation import PRESETS, degrade
 from mrisr.diffusion import pdm
 from mrisr.imaging.geometry import Grid, resample
-from mrisr.methods.sr3pdm import to_model_range
+from mrisr.diffusion.intensity import to_model_range
 from mrisr.networks.sr3_unet2d import SR3UNet2d, SR3UNet2dConfig
 from mrisr.imaging.normalization import robust_scale
 from mrisr.simulation.template import mni_image

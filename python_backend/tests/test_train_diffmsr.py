@@ -13,7 +13,7 @@ import torch
 
 from mrisr.evaluation.benchmarks.diffmsr import t2_like
 from mrisr.simulation.degradation import DegradationConfig, degrade
-from mrisr.diffusion.diffmsr_training import stage2_loss
+from mrisr.training.diffmsr_losses import stage2_loss
 from mrisr.errors import InputError
 from mrisr.imaging.geometry import Grid, grid_with_spacing, resample
 from mrisr.methods import MethodInput, RunSettings

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from mrisr.diffusion.vdm import (LatentAlignment, alpha_sigma, concat_conditioning, log_snr, q_sample, sample,
-                                 start_latent, time_grid, training_loss)
+from mrisr.diffusion.scheduler import sample
+from mrisr.diffusion.vdm import LatentAlignment, VDMScheduler, alpha_sigma, concat_conditioning, log_snr, q_sample, training_loss
 from mrisr.errors import InputError
 
 
@@ -31,31 +31,34 @@ def test_q_sample_uses_each_samples_time():
         torch.testing.assert_close(out[i], torch.full((1, 3), 2 * alpha - sigma))
 
 
+def _times(steps: int, start_step: int | None = None) -> list[float]:
+    scheduler = VDMScheduler(steps)
+    scheduler.set_timesteps(start_step or steps, start_step)
+    return scheduler.times
+
+
 def test_time_grids_full_and_partial():
-    assert time_grid(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
-    assert time_grid(20, 5) == pytest.approx([0.25, 0.2, 0.15, 0.1, 0.05, 0.0])
-    assert time_grid(20, 20) == time_grid(20)
+    assert _times(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert _times(20, 5) == pytest.approx([0.25, 0.2, 0.15, 0.1, 0.05, 0.0])
+    assert _times(20, 20) == _times(20)
+    scheduler = VDMScheduler(20)
+    scheduler.set_timesteps(2, 5)  # two evaluations from t_K = 0.25
+    assert scheduler.timesteps.tolist() == pytest.approx([0.25, 0.1]) and scheduler.times[-1] == 0.0
     for steps, start in ((0, None), (10, 11), (10, 0)):
         with pytest.raises(InputError, match="out of range"):
-            time_grid(steps, start)
+            _times(steps, start)
 
 
 def test_one_step_is_the_vdm_posterior():
     """mean = α_s((1 − c) x_t/α_t + c x̂), variance = σ_s² c, c = −expm1(λ_t − λ_s) (VDM Eq. 33)."""
     n, t, s = 40000, 0.6, 0.4
     x_t = torch.full((n, 1), -0.3, dtype=torch.float64)
-    calls = []
-
-    def denoiser(x, time):
-        calls.append(float(time[0]))
-        return torch.full_like(x, 0.7) if len(calls) == 1 else x  # the 2nd (last, noiseless) call keeps x_s
-
-    out = sample(denoiser, x_t, [t, s, s], generator=torch.Generator().manual_seed(0))
+    scheduler = VDMScheduler(5)  # times 1.0, 0.8, 0.6, 0.4, ...: index 2 steps from 0.6 to 0.4
+    out = scheduler.step(torch.full_like(x_t, 0.7), 2, x_t, torch.Generator().manual_seed(0))
     (alpha_t, _), (alpha_s, sigma_s) = alpha_sigma(t), alpha_sigma(s)
     c = -math.expm1(float(log_snr(t) - log_snr(s)))
     mean = float(alpha_s) * ((1 - c) * -0.3 / float(alpha_t) + c * 0.7)
     var = float(sigma_s) ** 2 * c
-    assert calls == [t, s]
     assert abs(out.mean().item() - mean) < 4 * math.sqrt(var / n)
     assert out.var().item() / var == pytest.approx(1, abs=0.03)
 
@@ -63,9 +66,12 @@ def test_one_step_is_the_vdm_posterior():
 def test_last_step_adds_no_noise_and_sampling_is_seeded():
     x = torch.randn(1, 1, 5, 5, generator=torch.Generator().manual_seed(1))
     shrink = lambda x, t: 0.5 * x  # noqa: E731
-    last = [sample(shrink, x, [0.3, 0.0], generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    scheduler = VDMScheduler(10)
+    scheduler.set_timesteps(3, 3)  # times 0.3, 0.2, 0.1 → 0
+    last = [scheduler.step(0.5 * x, 2, x, torch.Generator().manual_seed(seed)) for seed in (1, 2)]
     torch.testing.assert_close(last[0], last[1])
-    runs = [sample(shrink, x, time_grid(5), generator=torch.Generator().manual_seed(seed)) for seed in (3, 3, 4)]
+    scheduler = VDMScheduler(5)
+    runs = [sample(shrink, x, scheduler, generator=torch.Generator().manual_seed(seed)) for seed in (3, 3, 4)]
     torch.testing.assert_close(runs[0], runs[1])
     assert (runs[0] - runs[2]).abs().max() > 1e-3
 
@@ -74,14 +80,13 @@ def test_last_step_adds_no_noise_and_sampling_is_seeded():
 def test_oracle_denoiser_recovers_the_image(start_step, aligned):
     g = torch.Generator().manual_seed(2)
     x0, condition = torch.randn(1, 1, 16, 16, generator=g), torch.randn(1, 1, 16, 16, generator=g)
-    times = time_grid(20, start_step)
-    start = None if start_step is None else condition
-    x = start_latent(start, x0.shape, times[0], g, "cpu")
-    alignment = LatentAlignment(condition, times[0]) if aligned else None
+    scheduler = VDMScheduler(20, condition if aligned else None)
+    scheduler.set_timesteps(start_step or 20, start_step)
+    noise = torch.randn(x0.shape, generator=g)
+    x = noise if start_step is None else scheduler.add_noise(condition, noise, scheduler.times[0])
     calls = []
-    out = sample(lambda x, t: x0, x, times, generator=g, alignment=alignment,
-                 callback=lambda i, n: calls.append((i, n)))
-    steps = len(times) - 1
+    out = sample(lambda x, t: x0, x, scheduler, generator=g, callback=lambda i, n: calls.append((i, n)))
+    steps = start_step or 20
     assert calls == [(i, steps) for i in range(1, steps + 1)]
     torch.testing.assert_close(out, x0, atol=0.01, rtol=0)  # the last posterior mean keeps ≈ 0.002·ε
 
@@ -99,25 +104,25 @@ def test_latent_alignment_weights_follow_the_cosine_schedule():
 
 def test_aligned_step_keeps_the_eq16_marginals():
     """From x_t ~ N(α_t m_t, σ_t²), one aligned step with the true x gives x_s ~ N(α_s m_s, σ_s²)."""
-    n, t_k = 50000, 0.3
+    n = 50000
     g = torch.Generator().manual_seed(5)
     x0, condition = torch.full((n,), 1.0, dtype=torch.float64), torch.full((n,), -1.0, dtype=torch.float64)
-    alignment = LatentAlignment(condition, t_k)
+    scheduler = VDMScheduler(10, condition)
+    scheduler.set_timesteps(3, 3)  # t_K = 0.3; index 1 steps from t = 0.2 to s = 0.1
+    alignment = LatentAlignment(condition, 0.3)
     t, s = 0.2, 0.1
     (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(t), alpha_sigma(s)
     x_t = alpha_t * alignment.anchor(x0, t) + sigma_t * torch.randn(n, generator=g, dtype=torch.float64)
-    out = sample(lambda x, time: x0 if time[0] == t else x, x_t, [t, s, s], generator=g, alignment=alignment)
+    out = scheduler.step(x0, 1, x_t, g)
     residual = (out - alpha_s * alignment.anchor(x0, s)) / sigma_s
     assert abs(residual.mean().item()) < 4 / math.sqrt(n) and residual.std().item() == pytest.approx(1, abs=0.02)
 
 
-def test_start_latent_is_noise_or_the_diffused_condition():
+def test_add_noise_diffuses_the_condition():
     g = torch.Generator().manual_seed(0)
     condition = torch.full((1, 1, 64, 64), 0.5)
-    noise = start_latent(None, (1, 1, 64, 64), 1.0, g, "cpu")
-    assert abs(noise.mean().item()) < 0.05 and noise.std().item() == pytest.approx(1, abs=0.05)
     alpha, sigma = (float(v) for v in alpha_sigma(0.25))
-    diffused = start_latent(condition, (1, 1, 64, 64), 0.25, g, "cpu")
+    diffused = VDMScheduler(20).add_noise(condition, torch.randn(condition.shape, generator=g), 0.25)
     assert diffused.mean().item() == pytest.approx(0.5 * alpha, abs=0.02)
     assert diffused.std().item() == pytest.approx(sigma, rel=0.05)
 

@@ -1,25 +1,19 @@
 """Discrete-time DDPM/DDIM: β schedules, the forward process and one sampler for both.
 
 Used by SR3 (+ partial diffusion, PDM) in pixel space and by DiffMSR's latent diffusion. Timestep
-indices run 0..T−1 with ᾱ_t = ∏_{s≤t}(1−β_s) (Ho et al. 2020, Eq. 4); a denoiser predicts x̂₀.
+indices run 0..T−1 with ᾱ_t = ∏_{s≤t}(1−β_s) (Ho et al. 2020, Eq. 4); a denoiser predicts x̂₀ and
+`DDPMScheduler` runs it through `mrisr.diffusion.scheduler.sample`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
-from mrisr.errors import InputError
 from mrisr.diffusion.noise import Generators, randn
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""(x_t (B, ...), t (B,) long) → x̂₀ (B, ...)."""
-
-StepCallback = Callable[[int, int], None]
-"""(steps done, total steps); may raise to cancel."""
+from mrisr.diffusion.scheduler import Denoiser, evenly_spaced, truncated_levels
 
 
 @dataclass(frozen=True)
@@ -70,44 +64,41 @@ def x0_from_eps(schedule: DiscreteSchedule, x_t: torch.Tensor, t: torch.Tensor, 
 
 def timesteps(num_train_steps: int, num_inference_steps: int, start_step: int | None = None) -> list[int]:
     """Descending timestep indices: `num_inference_steps` evenly spaced ones from the start step K
-    (default T, i.e. full diffusion; K < T is partial diffusion, PDM) down to 0."""
-    start = num_train_steps if start_step is None else start_step
-    if not 1 <= start <= num_train_steps:
-        raise InputError(f"start step {start} is out of range: use 1..{num_train_steps}")
-    if not 1 <= num_inference_steps <= start:
-        raise InputError(f"steps {num_inference_steps} is out of range: use 1..{start} for start step {start}")
-    points = torch.linspace(start - 1, 0, num_inference_steps).round().long().tolist()
-    return sorted(set(points), reverse=True)
+    (default T, i.e. full diffusion; K < T is partial diffusion, PDM) down to 0 (index = step − 1)."""
+    start, steps = truncated_levels(num_train_steps, num_inference_steps, start_step)
+    return evenly_spaced(start - 1, 0, steps)
 
 
-def sample(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    schedule: DiscreteSchedule,
-    steps: Sequence[int],
-    *,
-    eta: float = 1.0,
-    generator: Generators = None,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    """Run the reverse process from x = x_{steps[0]} through the descending `steps` to x̂₀.
+class DDPMScheduler:
+    """DDPM/DDIM reverse process over a `DiscreteSchedule` (the `mrisr.diffusion.scheduler` interface).
 
-    DDIM update (Song et al. 2021, Eq. 12) with σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev); η = 1 over
-    consecutive steps is exactly DDPM ancestral sampling, η = 0 is deterministic DDIM. No noise is added
-    on the last step. With one generator per sample the result does not depend on the batch.
+    Timesteps are indices 0..T−1. `eta` = 1 over consecutive steps is DDPM ancestral sampling, 0 is
+    deterministic DDIM (Song et al. 2021, Eq. 12).
     """
-    abar = schedule.alphas_cumprod
-    for i, t in enumerate(steps):
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        x0 = denoiser(x, t_batch)
-        if i == len(steps) - 1:
-            x = x0
-        else:
-            a_t, a_prev = float(abar[t]), float(abar[steps[i + 1]])
-            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
-            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-            noise = randn(x.shape, generator, x.device, x.dtype)
-            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps + sigma * noise
-        if callback is not None:
-            callback(i + 1, len(steps))
-    return x
+
+    def __init__(self, schedule: DiscreteSchedule, eta: float = 1.0):
+        self.schedule, self.eta = schedule, eta
+        self._alphas_cumprod = schedule.alphas_cumprod
+        self.timesteps = torch.tensor(timesteps(schedule.num_steps, schedule.num_steps), dtype=torch.long)
+
+    def set_timesteps(self, num_inference_steps: int, start_step: int | None = None) -> None:
+        """`num_inference_steps` indices evenly spaced from step K (default T) down to index 0."""
+        levels = timesteps(self.schedule.num_steps, num_inference_steps, start_step)
+        self.timesteps = torch.tensor(levels, dtype=torch.long)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
+        """x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε at index `timestep` for the whole batch (Ho et al. Eq. 4)."""
+        t = torch.full((x0.shape[0],), int(timestep), dtype=torch.long, device=x0.device)
+        return q_sample(self.schedule, x0, t, noise)
+
+    def step(self, x0: torch.Tensor, index: int, sample: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """x_prev = √ᾱ_prev x̂₀ + √(1−ᾱ_prev−σ²) ε̂ + σ z (Song et al. Eq. 12), with
+        σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev) and ε̂ = (x_t − √ᾱ_t x̂₀)/√(1−ᾱ_t); x̂₀ on the last step."""
+        if index == len(self.timesteps) - 1:
+            return x0
+        abar = self._alphas_cumprod
+        a_t, a_prev = float(abar[self.timesteps[index]]), float(abar[self.timesteps[index + 1]])
+        eps = (sample - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        noise = randn(sample.shape, generator, sample.device, sample.dtype)
+        return math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps + sigma * noise

@@ -17,7 +17,7 @@ so x̂_K = x_K^LR and x̂_0 = x. With one ε shared by the HR and LR latents (th
 Eq. 16's variance is (1−ᾱ_t)), the aligned posterior mean of Eq. 19, λ_t μ̃_t(x_t^HR, x) + (1−λ_t)
 μ̃_t(x_t^LR, y), equals μ̃_t(x̂_t, z_t) with z_t = λ_t x + (1−λ_t) y, because μ̃_t (Eq. 5) is linear. The
 KL target of Eq. 18 is therefore met by an ε-network predicting the ε of Eq. 16 (or an x₀-network
-predicting z_t), and sampling is the ordinary DDPM/DDIM reverse process from x_K^LR (`ddpm.sample`).
+predicting z_t), and sampling is the ordinary DDPM/DDIM reverse process from x_K^LR (`ddpm.DDPMScheduler` truncated at K, run by `scheduler.sample`).
 
 Property of Eq. 19 as written (kept, documented): it uses λ_t, not λ_{t−1}, so the mean of x̂_{t−1}
 lags the Eq. 16 marginal by one λ-step, and the final step returns z_1 = λ_1 x + (1−λ_1) y rather than x
@@ -26,7 +26,6 @@ lags the Eq. 16 marginal by one λ-step, and the final step returns z_1 = λ_1 x
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable
 
@@ -36,6 +35,9 @@ import torch.nn.functional as F
 from mrisr.errors import InputError
 from mrisr.diffusion import ddpm
 from mrisr.diffusion.noise import Generators
+from mrisr.diffusion.scheduler import Denoiser, StepCallback
+from mrisr.diffusion.scheduler import sample as sample_with
+from mrisr.device import autocast
 
 ALIGNMENT_SCHEDULES = ("cosine", "linear")
 LOSSES = ("l1", "l2")
@@ -68,23 +70,6 @@ def aligned_clean(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, start_step:
     lam = alignment_weights(start_step, kind).to(x.device)[t.to(x.device) + 1].to(x.dtype)
     lam = lam.reshape(-1, *([1] * (x.ndim - 1)))
     return lam * x + (1 - lam) * y
-
-
-def aligned_latent(schedule: ddpm.DiscreteSchedule, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-                   start_step: int, noise: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
-    """x̂_t of Eq. 16 (one shared ε): √ᾱ_t z_t + √(1−ᾱ_t) ε; (B, ...) for `ddpm` indices t (B,)."""
-    return ddpm.q_sample(schedule, aligned_clean(x, y, t, start_step, kind), t, noise)
-
-
-def partial_start(schedule: ddpm.DiscreteSchedule, y: torch.Tensor, start_step: int,
-                  noise: torch.Tensor) -> torch.Tensor:
-    """x_K^LR = √ᾱ_K y + √(1−ᾱ_K) ε (Eq. 3 applied to the condition): where PDM denoising starts.
-
-    At K = T this is the usual N(0, I) start of SR3 up to √ᾱ_T y (0.07 y for linear β 1e-4..0.1, T = 100).
-    """
-    _check_start(schedule, start_step)
-    t = torch.full((y.shape[0],), start_step - 1, dtype=torch.long, device=y.device)
-    return ddpm.q_sample(schedule, y, t, noise)
 
 
 def noise_level(schedule: ddpm.DiscreteSchedule, t: torch.Tensor) -> torch.Tensor:
@@ -139,8 +124,8 @@ def denoiser(
     prediction: str | None = None,
     clip: float | None = None,
     autocast_dtype: torch.dtype | None = None,
-) -> ddpm.Denoiser:
-    """Adapter: the SR3 network conditioned on y (B, C, H, W) as a `ddpm.Denoiser` (x_t, t) → x̂₀.
+) -> Denoiser:
+    """Adapter: the SR3 network conditioned on y (B, C, H, W) as a `Denoiser` (x_t, t) → x̂₀.
 
     ε-networks go through x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (`ddpm.x0_from_eps`); x̂₀ is clipped to
     [−clip, clip] when `clip` is given (SR3 clips to [−1, 1]). `autocast_dtype` runs the network in half
@@ -149,8 +134,7 @@ def denoiser(
     kind = _prediction_of(network, prediction)
 
     def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        half = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(x_t.device.type, autocast_dtype)
-        with half:
+        with autocast(x_t.device, autocast_dtype):
             output = network(x_t, y, noise_level(schedule, t)).to(x_t.dtype)
         x0 = ddpm.x0_from_eps(schedule, x_t, t, output) if kind == "eps" else output
         return x0 if clip is None else x0.clamp(-clip, clip)
@@ -159,7 +143,7 @@ def denoiser(
 
 
 def sample(
-    denoise: ddpm.Denoiser,
+    denoise: Denoiser,
     y: torch.Tensor,
     schedule: ddpm.DiscreteSchedule,
     noise: torch.Tensor,
@@ -168,17 +152,20 @@ def sample(
     *,
     eta: float = 1.0,
     generator: Generators = None,
-    callback: ddpm.StepCallback | None = None,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """PDM sampling: from x_K^LR (`partial_start`, with the given initial `noise`) through `steps`
-    evenly spaced steps of K (default all K: DDPM ancestral with η = 1; fewer: DDIM, Table V) to x̂₀.
+    """PDM sampling: the DDPM scheduler truncated at K (`steps` evenly spaced steps of K, default all K:
+    DDPM ancestral with η = 1; fewer: DDIM, Table V), started from x_K^LR = √ᾱ_K y + √(1−ᾱ_K) ε (Eq. 3
+    applied to the condition y, with the given initial `noise`), through the shared sampler to x̂₀.
 
-    y, noise: (B, C, H, W); start_step None = T (full SR3 from ≈ N(0, I)). Returns (B, C, H, W).
+    y, noise: (B, C, H, W); start_step None = T (full SR3 from ≈ N(0, I): √ᾱ_T y is 0.07 y for linear
+    β 1e-4..0.1, T = 100). Returns (B, C, H, W).
     """
+    scheduler = ddpm.DDPMScheduler(schedule, eta)
     start = schedule.num_steps if start_step is None else start_step
-    plan = ddpm.timesteps(schedule.num_steps, start if steps is None else steps, start)
-    x = partial_start(schedule, y, start, noise)
-    return ddpm.sample(denoise, x, schedule, plan, eta=eta, generator=generator, callback=callback)
+    scheduler.set_timesteps(start if steps is None else steps, start)
+    x = scheduler.add_noise(y, noise, int(scheduler.timesteps[0]))
+    return sample_with(denoise, x, scheduler, generator=generator, callback=callback)
 
 
 def sr3_schedule(num_steps: int = 100, kind: str = "linear", beta_start: float = 1e-4,

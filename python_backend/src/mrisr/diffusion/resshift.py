@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
 from mrisr.errors import InputError
 from mrisr.diffusion.noise import Generators, randn
+from mrisr.diffusion.scheduler import Denoiser, evenly_spaced, truncated_levels
 
 ResShiftDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t (B, C, H, W), t (B,) long in 1..T, y (B, C, H, W)) → x̂ (B, C, H, W)."""
-
-StepCallback = Callable[[int, int], None]
-"""(steps done, total steps); may raise to cancel."""
-
-
 
 @dataclass(frozen=True)
 class ResShiftSchedule:
@@ -100,11 +96,6 @@ def q_sample(schedule: ResShiftSchedule, x: torch.Tensor, y: torch.Tensor, t: to
     return x + eta * (y - x) + schedule.kappa * eta.sqrt() * noise
 
 
-def prior_sample(schedule: ResShiftSchedule, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """x_T = y + κ √η_T ε, the start of the reverse chain (Eq. 5, p(x_T | y) centred on the LR image)."""
-    return y + schedule.kappa * float(schedule.sqrt_etas[-1]) * noise
-
-
 def posterior(schedule: ResShiftSchedule, x_t: torch.Tensor, x0: torch.Tensor, t: int,
               s: int) -> tuple[torch.Tensor, float]:
     """Mean and variance of q(x_s | x_t, x, y) for 0 ≤ s < t ≤ T (Eq. 9; Eq. 11 with x0 = g(x_t, y, t)).
@@ -118,46 +109,58 @@ def posterior(schedule: ResShiftSchedule, x_t: torch.Tensor, x0: torch.Tensor, t
     return mean, schedule.kappa**2 * eta_s * (eta_t - eta_s) / eta_t
 
 
-def timesteps(num_train_steps: int, num_inference_steps: int) -> list[int]:
-    """Descending steps t (1-based) from T, evenly spaced, ending at 1; the sampler then goes to x_0.
+def timesteps(num_train_steps: int, num_inference_steps: int, start_step: int | None = None) -> list[int]:
+    """Descending steps t (1-based) from K (default T), evenly spaced, ending at 1; the sampler then goes to x_0.
 
     T = 4 with 4 steps gives [4, 3, 2, 1]; with 2 steps [4, 1]; with 1 step [4] (x̂ in one call).
     """
-    if not 1 <= num_inference_steps <= num_train_steps:
-        raise InputError(f"steps {num_inference_steps} is out of range: use 1..{num_train_steps} "
-                         f"(the residual-shift chain has T = {num_train_steps} steps)")
-    points = torch.linspace(num_train_steps, 1, num_inference_steps).round().long().tolist()
-    return sorted(set(points), reverse=True)
+    start, steps = truncated_levels(num_train_steps, num_inference_steps, start_step)
+    return evenly_spaced(start, 1, steps)
 
 
-@torch.no_grad()
-def sample(
-    denoiser: ResShiftDenoiser,
-    x: torch.Tensor,
-    schedule: ResShiftSchedule,
-    steps: Sequence[int],
-    *,
-    condition: torch.Tensor,
-    generator: Generators = None,
-    callback: StepCallback | None = None,
-    clip: tuple[float, float] | None = (-1.0, 1.0),
-) -> torch.Tensor:
-    """Run the reverse chain from x = x_{steps[0]} (usually `prior_sample`) through `steps` to x̂ = x_0.
+class ResShiftScheduler:
+    """The residual-shifting reverse chain (the `mrisr.diffusion.scheduler` interface).
 
-    x, condition (B, C, H, W) in [−1, 1]; each step draws x_s ~ N(posterior(x_t, x̂, t, s)) with x̂ the
-    denoiser's prediction clamped to `clip` (as the public code does, clip_denoised); the last step
-    (s = 0) has zero variance and returns x̂.
+    Timesteps are steps t in 1..T (long); the step after the last lands on x_0. A truncated schedule
+    (start_step K < T) starts from y + κ√η_K ε, the K-th marginal centred on the LR image.
     """
-    for i, t in enumerate(steps):
-        s = steps[i + 1] if i + 1 < len(steps) else 0
-        x0 = denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), condition).to(x.dtype)
-        if clip is not None:
-            x0 = x0.clamp(*clip)
-        mean, variance = posterior(schedule, x, x0, t, s)
-        x = mean if variance == 0 else mean + math.sqrt(variance) * randn(x.shape, generator, x.device, x.dtype)
-        if callback is not None:
-            callback(i + 1, len(steps))
-    return x
+
+    def __init__(self, schedule: ResShiftSchedule):
+        self.schedule = schedule
+        self._sqrt_etas = torch.cat([torch.zeros(1, dtype=torch.float64), schedule.sqrt_etas])
+        self.set_timesteps(schedule.num_steps)
+
+    def set_timesteps(self, num_inference_steps: int, start_step: int | None = None) -> None:
+        self.timesteps = torch.tensor(timesteps(self.schedule.num_steps, num_inference_steps, start_step),
+                                      dtype=torch.long)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timestep: int,
+                  condition: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t = x + η_t (y − x) + κ √η_t ε (Eq. 4) with y = `condition`; without one, y = x₀, which
+        is the prior y + κ √η_T ε of Eq. 5 when x₀ is the LR image and t = T."""
+        y = x0 if condition is None else condition
+        eta = float(self.schedule.etas[timestep])
+        return x0 + eta * (y - x0) + self.schedule.kappa * float(self._sqrt_etas[timestep]) * noise
+
+    def step(self, x0: torch.Tensor, index: int, sample: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """x_s ~ q(x_s | x_t, x̂, y) (Eq. 9 with x̂ = g(x_t, y, t), Eq. 11); the last step (s = 0) returns x̂."""
+        t = int(self.timesteps[index])
+        s = int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else 0
+        mean, variance = posterior(self.schedule, sample, x0, t, s)
+        if variance == 0:
+            return mean
+        return mean + math.sqrt(variance) * randn(sample.shape, generator, sample.device, sample.dtype)
+
+
+def denoiser(network: ResShiftDenoiser, condition: torch.Tensor,
+             clip: tuple[float, float] | None = (-1.0, 1.0)) -> Denoiser:
+    """Adapter: g(x_t, t, y) conditioned on y (B, C, H, W) as a `Denoiser` (x_t, t) → x̂, clamped to `clip`
+    as the public code does (clip_denoised)."""
+    def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0 = network(x_t, t, condition).to(x_t.dtype)
+        return x0 if clip is None else x0.clamp(*clip)
+
+    return predict
 
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

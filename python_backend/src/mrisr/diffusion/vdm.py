@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
+from mrisr.diffusion.noise import Generators, randn
+from mrisr.diffusion.scheduler import evenly_spaced, truncated_levels
 from mrisr.errors import InputError
 
 OFFSET = 0.008
 MAX_TAN2_CLAMP = 1e-5
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""(x_t (B, ...), t (B,) float64 in [0, 1]) → x̂ (B, ...)."""
-
 ConditionalDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t (B, 1, ...), condition x_c (B, 1, ...), t (B,)) → x̂ (B, 1, ...)."""
-
-StepCallback = Callable[[int, int], None]
-"""(steps done, total steps); may raise to cancel."""
 
 
 def log_snr(t: torch.Tensor | float) -> torch.Tensor:
@@ -64,17 +60,6 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Te
     return _per_sample(alpha, x0) * x0 + _per_sample(sigma, x0) * noise
 
 
-def time_grid(steps: int, start_step: int | None = None) -> list[float]:
-    """Descending times i/T for i = K, …, 0: T steps from t = 1 (K = None, full diffusion) or K steps
-    of the same T-step grid from t_K = K/T (partial diffusion, PDM §IV-B)."""
-    if steps < 1:
-        raise InputError(f"steps {steps} is out of range: use 1 or more sampling steps")
-    start = steps if start_step is None else start_step
-    if not 1 <= start <= steps:
-        raise InputError(f"start step {start} is out of range: use 1..{steps} (at most the number of steps {steps})")
-    return [i / steps for i in range(start, -1, -1)]
-
-
 @dataclass(frozen=True)
 class LatentAlignment:
     """PDM latent alignment (§IV-C): the clean end point of the trajectory moves from the condition x_c
@@ -97,49 +82,47 @@ class LatentAlignment:
         return x0 if lam == 1.0 else torch.lerp(self.condition.to(x0.dtype), x0, lam)
 
 
-def sample(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    times: Sequence[float],
-    *,
-    generator: torch.Generator | None = None,
-    callback: StepCallback | None = None,
-    alignment: LatentAlignment | None = None,
-) -> torch.Tensor:
-    """Ancestral VDM sampling from x = x_{times[0]} through the descending `times` (last one 0).
+class VDMScheduler:
+    """The VDM reverse process on the grid t = i/T (the `mrisr.diffusion.scheduler` interface).
 
-    Each step applies the posterior above (with `alignment`, the latent-aligned one); the last step
-    adds no noise. Returns x at times[-1].
+    Timesteps are float64 times in (0, 1]; the step after the last one lands on t = 0. A truncated
+    schedule (start_step K < T) starts at t_K = K/T (partial diffusion, PDM §IV-B). With an
+    `alignment_condition` x_c (B, ...), steps follow the latent-aligned trajectory from t_K (Eq. 16–17).
     """
-    steps = len(times) - 1
-    for i in range(steps):
-        t, s = float(times[i]), float(times[i + 1])
-        with torch.no_grad():
-            x0 = denoiser(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.float64)).to(x.dtype)
-        m_t = x0 if alignment is None else alignment.anchor(x0, t)
-        m_s = x0 if alignment is None else alignment.anchor(x0, s)
+
+    def __init__(self, num_steps: int, alignment_condition: torch.Tensor | None = None):
+        if num_steps < 1:
+            raise InputError(f"steps {num_steps} is out of range: use 1 or more sampling steps")
+        self.num_steps, self.alignment_condition = num_steps, alignment_condition
+        self.set_timesteps(num_steps)
+
+    def set_timesteps(self, num_inference_steps: int, start_step: int | None = None) -> None:
+        """`num_inference_steps` times i/T evenly spaced from t_K = K/T (default 1) down towards 0."""
+        start, steps = truncated_levels(self.num_steps, num_inference_steps, start_step)
+        self.times = [level / self.num_steps for level in evenly_spaced(start, 0, steps + 1)]
+        self.timesteps = torch.tensor(self.times[:-1], dtype=torch.float64)
+        condition = self.alignment_condition
+        self.alignment = None if condition is None else LatentAlignment(condition, self.times[0])
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timestep: float) -> torch.Tensor:
+        """x_t = α_t x₀ + σ_t ε at one time for the whole batch (DiffusionIQT Eq. 2)."""
+        alpha, sigma = alpha_sigma(float(timestep))
+        return float(alpha) * x0 + float(sigma) * noise
+
+    def step(self, x0: torch.Tensor, index: int, sample: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """x_s from x_t by the (aligned) VDM posterior of the module docstring (DiffusionIQT Eq. 4; VDM
+        Eq. 33): mean α_s((1 − c)(x_t/α_t − m_t) + m_s), variance σ_s² c; no noise on the last step."""
+        t, s = self.times[index], self.times[index + 1]
+        m_t = x0 if self.alignment is None else self.alignment.anchor(x0, t)
+        m_s = x0 if self.alignment is None else self.alignment.anchor(x0, s)
         delta = float(log_snr(t)) - float(log_snr(s))
         keep, c = math.exp(delta), -math.expm1(delta)  # 1 − c and c
         (alpha_t, _), (alpha_s, sigma_s) = alpha_sigma(t), alpha_sigma(s)
         alpha_t, alpha_s = float(alpha_t), float(alpha_s)
-        x = (alpha_s * keep / alpha_t) * x + alpha_s * m_s - (alpha_s * keep) * m_t
-        if i < steps - 1:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = x + float(sigma_s) * math.sqrt(c) * noise
-        if callback is not None:
-            callback(i + 1, steps)
-    return x
-
-
-def start_latent(condition: torch.Tensor | None, shape: Sequence[int], start_time: float,
-                 generator: torch.Generator | None, device: str | torch.device) -> torch.Tensor:
-    """x at the first time: pure noise for full diffusion (condition None), else α_K x_c + σ_K ε
-    (the diffused condition, PDM §IV-B)."""
-    noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
-    if condition is None:
-        return noise
-    alpha, sigma = alpha_sigma(start_time)
-    return float(alpha) * condition.to(device=device, dtype=torch.float32) + float(sigma) * noise
+        x = (alpha_s * keep / alpha_t) * sample + alpha_s * m_s - (alpha_s * keep) * m_t
+        if index < len(self.timesteps) - 1:
+            x = x + float(sigma_s) * math.sqrt(c) * randn(x.shape, generator, x.device, x.dtype)
+        return x
 
 
 def concat_conditioning(network: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> ConditionalDenoiser:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -124,29 +124,45 @@ class PatchGrid:
 
 
 class BlendingAggregator:
-    """Accumulates weighted patch predictions and returns their blend over the grid's array."""
+    """Accumulates weighted patch predictions and returns their blend over the grid's array.
 
-    def __init__(self, grid: PatchGrid, window_kind: str = "gaussian", channels: int | None = None):
+    Without a `device` it accumulates numpy arrays on the host; with one (e.g. "cuda:0") torch tensors
+    on that device, so a model's predictions never leave it. Either way in float32.
+    """
+
+    def __init__(self, grid: PatchGrid, window_kind: str = "gaussian", channels: int | None = None,
+                 device: str | None = None):
         self.grid = grid
-        self.weights = window(grid.patch_size, window_kind)
-        lead = () if channels is None else (channels,)
-        self._sum = np.zeros(lead + grid.padded_shape, dtype=np.float32)
-        self._norm = np.zeros(grid.padded_shape, dtype=np.float32)
+        weights = window(grid.patch_size, window_kind)
+        shape = (() if channels is None else (channels,)) + grid.padded_shape
+        if device is None:
+            self.weights, self._sum = weights, np.zeros(shape, dtype=np.float32)
+            self._norm = np.zeros(grid.padded_shape, dtype=np.float32)
+        else:
+            import torch
 
-    def add(self, patch: Patch, prediction: np.ndarray) -> None:
-        """Add one patch prediction of shape ([C,] *patch_size)."""
+            self.weights = torch.from_numpy(weights).to(device)
+            self._sum = torch.zeros(shape, dtype=torch.float32, device=device)
+            self._norm = torch.zeros(grid.padded_shape, dtype=torch.float32, device=device)
+
+    def add(self, patch: Patch, prediction: Any) -> None:
+        """Add one patch prediction of shape ([C,] *patch_size): a numpy array, or a tensor on the device."""
         lead = (slice(None),) * (prediction.ndim - len(patch.size))
         self._sum[lead + patch.slices] += prediction * self.weights
         self._norm[patch.slices] += self.weights
 
-    def result(self, fallback: np.ndarray | None = None) -> np.ndarray:
+    def result(self, fallback: Any = None) -> Any:
         """The blended array cropped to the grid's shape; voxels no patch covered take `fallback` (else 0)."""
         covered = self._norm > 0
-        blended = np.divide(self._sum, np.where(covered, self._norm, 1.0)).astype(np.float32)
-        blended = self.grid.crop(blended)
-        if fallback is not None:
-            blended = np.where(self.grid.crop(covered), blended, fallback).astype(np.float32)
-        return blended
+        if isinstance(self._sum, np.ndarray):
+            blended = self.grid.crop(np.divide(self._sum, np.where(covered, self._norm, 1.0)).astype(np.float32))
+            if fallback is not None:
+                blended = np.where(self.grid.crop(covered), blended, fallback).astype(np.float32)
+            return blended
+        import torch
+
+        blended = self.grid.crop(self._sum / torch.where(covered, self._norm, torch.ones_like(self._norm)))
+        return blended if fallback is None else torch.where(self.grid.crop(covered), blended, fallback)
 
 
 def split_block(block_size: Sequence[int], parts: int | Sequence[int]) -> PatchGrid:

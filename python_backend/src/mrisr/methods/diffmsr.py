@@ -10,7 +10,6 @@ the output grid in the slicing plane. Registry config keys: "card", "needs_refer
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import numpy as np
@@ -18,7 +17,8 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.simulation import kspace
-from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior
+from mrisr.device import autocast
+from mrisr.diffusion.latent_ddpm import LatentDiffusionConfig, sample_prior
 from mrisr.errors import InputError
 from mrisr.imaging.geometry import Grid, resample
 from mrisr.inference.slicewise import SlicePlan, default_axes, enhance_slicewise
@@ -49,11 +49,6 @@ def truncated_axes(lr_grid: Grid, output_grid: Grid, tolerance: float = 1e-3) ->
     return tuple(sorted(2 - a for a in range(3) if lr_grid.size[a] < output_grid.size[a]))
 
 
-def _autocast(device: str):
-    dtype = autocast_dtype(device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type="cuda", dtype=dtype)
-
-
 class _SliceModel:
     """The SliceModel of `enhance_slicewise`: CE → latent DDPM per slice → PLWformer."""
 
@@ -68,12 +63,12 @@ class _SliceModel:
         ref = None
         if self.network.uses_reference and reference is not None:
             ref = torch.from_numpy(reference).to(self.device)[:, None]
-        with _autocast(self.device):
+        with autocast(self.device, autocast_dtype(self.device)):
             latent_condition = self.network.extract_condition(cond)
         generators = [generator_for(self.device, s) for s in seeds]
         prior = sample_prior(self.network, latent_condition.float(), self.diffusion, self.steps, generators,
                              callback=lambda done, total: self.cancel.check())
-        with _autocast(self.device):
+        with autocast(self.device, autocast_dtype(self.device)):
             out = self.network.decode(cond, ref, prior)
         return out[:, 0].float().cpu().numpy()
 

@@ -23,6 +23,10 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.diffusion import vdm
+from mrisr.diffusion.intensity import from_model_range, to_model_range
+from mrisr.diffusion.noise import randn
+from mrisr.diffusion.scheduler import Denoiser, StepCallback, sample
+from mrisr.diffusion.vdm import VDMScheduler
 from mrisr.errors import InputError
 from mrisr.imaging.geometry import resample
 from mrisr.inference.patch_denoiser import BlockDenoiser, BlockPlan
@@ -90,28 +94,45 @@ class DiffusionIQTMethod:
         settings = inputs.settings
         steps = settings.steps or 20
         start_step = settings.start_step or None
-        times = vdm.time_grid(steps, start_step)
+        VDMScheduler(steps).set_timesteps(start_step or steps, start_step)  # reject bad steps before loading
         network, card = self._model(settings.device)
-        partial_start = times[0] if start_step is not None else None
-        warning = trajectory_warning(card, partial_start)
-        if warning:
-            log.warning(warning)
         condition = sitk.GetArrayFromImage(resample(inputs.lr, inputs.grid, "bspline")).astype(np.float32)
-        scaled = 2.0 * condition - 1.0
+        scaled = to_model_range(condition)
         plan = self._plan(network, inputs)
-        ticker = _Ticker(progress, cancel, len(times) - 1)
+        ticker = _Ticker(progress, cancel, start_step or steps)
         denoiser = BlockDenoiser(vdm.concat_conditioning(network), scaled, plan, settings.device, inputs.mask,
                                  precision_for(settings.device), ticker.block)
         if denoiser.num_blocks == 0:
             return condition
         ticker.block(0, denoiser.num_blocks)
-        generator = generator_for(settings.device, settings.seed)
-        start_condition = torch.from_numpy(scaled)[None, None] if partial_start is not None else None
-        x = vdm.start_latent(start_condition, (1, 1, *scaled.shape), times[0], generator, settings.device)
-        aligned = partial_start is not None and (card.get("latent_alignment") or {}).get("start_time") is not None
-        alignment = vdm.LatentAlignment(start_condition.to(settings.device), partial_start) if aligned else None
-        out = vdm.sample(denoiser, x, times, generator=generator, callback=ticker.step, alignment=alignment)
-        return ((out[0, 0].float().cpu().numpy() + 1.0) / 2.0).astype(np.float32)
+        out = sample_volume(denoiser, torch.from_numpy(scaled)[None, None], card, steps, start_step,
+                            generator_for(settings.device, settings.seed), ticker.step)
+        return from_model_range(out[0, 0].float().cpu().numpy())
+
+
+def sample_volume(denoiser: Denoiser, condition: torch.Tensor, card: dict[str, Any], steps: int,
+                  start_step: int | None, generator: torch.Generator,
+                  callback: StepCallback | None = None) -> torch.Tensor:
+    """DiffusionIQT sampling of whole volumes or blocks: `steps` T of the VDM grid from t = 1 (start_step
+    None: pure noise) or the K steps from t_K = K/T (PDM: the diffused condition α_K x_c + σ_K ε), on the
+    latent-aligned trajectory when the model card says it was trained on it.
+
+    condition (B, 1, D, H, W) in [−1, 1], on any device; returns x̂ (B, 1, D, H, W) in [−1, 1] on the
+    generator's device. Shared by the method (patch-blending denoiser) and training validation.
+    """
+    device = generator.device
+    condition = condition.to(device=device, dtype=torch.float32)
+    partial = start_step is not None
+    aligned = partial and (card.get("latent_alignment") or {}).get("start_time") is not None
+    scheduler = VDMScheduler(steps, condition if aligned else None)
+    scheduler.set_timesteps(start_step or steps, start_step)
+    warning = trajectory_warning(card, scheduler.times[0] if partial else None)
+    if warning:
+        log.warning(warning)
+    noise = randn(condition.shape, generator, device)
+    x = scheduler.add_noise(condition, noise, scheduler.times[0]) if partial else noise
+    with torch.no_grad():
+        return sample(denoiser, x, scheduler, generator=generator, callback=callback)
 
 
 class _Ticker:

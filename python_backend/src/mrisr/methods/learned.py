@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import torch
 
+from mrisr.device import autocast_dtype  # noqa: F401 - the learned methods' precision choice
 from mrisr.io.model_store import load_card, load_state_dict
 from mrisr.registry import MethodSpec
 
@@ -25,10 +26,3 @@ def load_network(card: dict[str, Any], build: Callable[[dict[str, Any]], torch.n
 def generator_for(device: str, seed: int) -> torch.Generator:
     """A seeded generator on the sampling device (no global seeding)."""
     return torch.Generator(device=device).manual_seed(int(seed))
-
-
-def autocast_dtype(device: str) -> torch.dtype | None:
-    """Half precision on CUDA (bf16 where supported), full precision on CPU."""
-    if not device.startswith("cuda"):
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

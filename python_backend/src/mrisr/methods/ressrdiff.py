@@ -11,14 +11,16 @@ x_T = y + κ√η_T ε with one generator per slice, and mapped back to the norm
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from mrisr.diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps
+from mrisr.device import autocast
+from mrisr.diffusion.intensity import from_model_range, to_model_range
+from mrisr.diffusion.resshift import ResShiftSchedule, ResShiftScheduler, denoiser, randn
+from mrisr.diffusion.scheduler import sample
 from mrisr.imaging.geometry import resample
 from mrisr.inference.slicewise import SliceModel, SlicePlan, default_axes, enhance_slicewise
 from mrisr.networks.swin_unet2d import build
@@ -33,16 +35,6 @@ min–max scaled; our per-volume percentile scale leaves a few voxels outside [0
 guards against divergence (it keeps intensities in [−0.5, 1.5] of the normalised scale)."""
 
 DEFAULT_BATCH_SIZE = 8
-
-
-def to_model_range(volume: np.ndarray) -> np.ndarray:
-    """Normalised [0, 1] → the paper's [−1, 1] (one affine map for the whole volume)."""
-    return 2.0 * volume - 1.0
-
-
-def from_model_range(volume: np.ndarray) -> np.ndarray:
-    """Inverse of `to_model_range`, as float32."""
-    return ((volume + 1.0) / 2.0).astype(np.float32)
 
 
 class ResSRDiffMethod:
@@ -63,7 +55,6 @@ class ResSRDiffMethod:
     def run(self, inputs: MethodInput, progress: ProgressCallback, cancel: CancelToken) -> np.ndarray:
         settings = inputs.settings
         network, schedule = self._model(settings.device)
-        steps = timesteps(schedule.num_steps, settings.steps or self.spec.steps.default)
         cancel.check()
         progress(ProgressEvent("resample", 0, 1, "B-spline condition on the output grid"))
         condition = sitk.GetArrayFromImage(resample(inputs.lr, inputs.grid, "bspline")).astype(np.float32)
@@ -71,34 +62,36 @@ class ResSRDiffMethod:
         axes = settings.slice_axes or default_axes(inputs.lr.GetSpacing(), inputs.grid.spacing)
         batch_size = settings.batch_size or int(self.spec.config.get("batch_size", DEFAULT_BATCH_SIZE))
         plan = SlicePlan(tuple(axes), batch_size, int(getattr(network, "pad_multiple", 1)))
-        model = slice_model(network, schedule, steps, settings.device, cancel)
+        model = slice_model(network, schedule, settings.steps or self.spec.steps.default, settings.device, cancel)
         return enhance_slicewise(model, condition, plan, inputs.mask, None, settings.seed, progress, cancel)
 
 
-def slice_model(network: torch.nn.Module, schedule: ResShiftSchedule, steps: Sequence[int], device: str,
+def slice_model(network: torch.nn.Module, schedule: ResShiftSchedule, steps: int, device: str,
                 cancel: CancelToken | None = None) -> SliceModel:
-    """A `SliceModel` for enhance_slicewise: normalised (B, H, W) LR slices → normalised (B, H, W) float32.
+    """A `SliceModel` for enhance_slicewise: normalised (B, H, W) LR slices → normalised (B, H, W) float32,
+    by `steps` evenly spaced steps of the residual-shift chain.
 
     Every slice gets its own generator (from its seed) for the prior noise and each step's noise, so a
     slice's result does not depend on the batch it is in. Cancellation is checked after every step.
     """
+    scheduler = ResShiftScheduler(schedule)
+    scheduler.set_timesteps(steps)
     dtype = autocast_dtype(device)
 
-    def denoiser(x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        context = torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else nullcontext()
-        with context:
+    def network_g(x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(device, dtype):
             return network(x_t, t, y).float()
 
     def step_done(done: int, total: int) -> None:
         if cancel is not None:
             cancel.check()
 
+    @torch.no_grad()
     def run(stack: np.ndarray, reference: Any, seeds: Sequence[int]) -> np.ndarray:
         y = torch.from_numpy(to_model_range(np.ascontiguousarray(stack, dtype=np.float32)))[:, None].to(device)
         generators = [generator_for(device, seed) for seed in seeds]
-        x = prior_sample(schedule, y, randn(y.shape, generators, y.device))
-        out = sample(denoiser, x, schedule, steps, condition=y, generator=generators, callback=step_done,
-                     clip=DENOISED_RANGE)
+        x = scheduler.add_noise(y, randn(y.shape, generators, y.device), int(scheduler.timesteps[0]))
+        out = sample(denoiser(network_g, y, DENOISED_RANGE), x, scheduler, generator=generators, callback=step_done)
         return from_model_range(out[:, 0].cpu().numpy())
 
     return run

@@ -24,6 +24,7 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.diffusion import ddpm, pdm
+from mrisr.diffusion.intensity import from_model_range, to_model_range
 from mrisr.diffusion.noise import randn
 from mrisr.errors import InputError
 from mrisr.imaging.geometry import resample
@@ -38,16 +39,6 @@ log = logging.getLogger(__name__)
 
 TRAINING_KEYS = ("T_train", "beta_schedule", "latent_alignment", "trained_start_step", "alignment_schedule")
 """How the model was trained: the model card's "diffusion" block (for an injected network: spec.config)."""
-
-
-def to_model_range(volume: np.ndarray) -> np.ndarray:
-    """[0, 1] (the pipeline's robust per-volume scale) → [−1, 1]; one map for the whole volume."""
-    return (2.0 * volume - 1.0).astype(np.float32)
-
-
-def from_model_range(volume: np.ndarray) -> np.ndarray:
-    """Inverse of `to_model_range`."""
-    return ((volume + 1.0) / 2.0).astype(np.float32)
 
 
 @dataclass(frozen=True)

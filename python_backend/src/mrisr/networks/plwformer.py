@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrisr.errors import InputError
+from mrisr.networks.padding import pad_to_multiple
 
 UPSAMPLERS = ("progressive", "subpixel")
 
@@ -271,15 +272,6 @@ def _reconstruction(config: PLWformerConfig) -> nn.Sequential:
     return nn.Sequential(*stages, nn.Conv2d(c, out, 3, padding=1))
 
 
-def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (B, C, H, W) at the high end so H and W are multiples of `multiple` (reflect where possible)."""
-    extra_h, extra_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
-    if not (extra_h or extra_w):
-        return x
-    mode = "reflect" if min(x.shape[-2:]) > max(extra_h, extra_w) else "replicate"
-    return F.pad(x, (0, extra_w, 0, extra_h), mode=mode)
-
-
 class PLWformer(nn.Module):
     """The decoder: (condition, reference, prior) → image on the condition's grid."""
 
@@ -297,13 +289,13 @@ class PLWformer(nn.Module):
     def _features(self, condition: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         """Embedded target (fused with the reference by CATL when used): (B, H', W', C), padded to windows."""
         f, window = self.config.unshuffle, self.config.window
-        x = _pad_to(self.embed(F.pixel_unshuffle(condition, f)), window).permute(0, 2, 3, 1)
+        x = pad_to_multiple(self.embed(F.pixel_unshuffle(condition, f)), window).permute(0, 2, 3, 1)
         if not self.config.use_reference:
             return x
         if reference is None:
             raise InputError("this PLWformer fuses a reference contrast: pass the reference slices "
                              "(or use a model trained without reference)")
-        ref = _pad_to(self.reference_embed(F.pixel_unshuffle(reference, f)), window).permute(0, 2, 3, 1)
+        ref = pad_to_multiple(self.reference_embed(F.pixel_unshuffle(reference, f)), window).permute(0, 2, 3, 1)
         return self.catl(x, ref)
 
     def forward(self, condition: torch.Tensor, reference: torch.Tensor | None, prior: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from mrisr.errors import InputError
 from mrisr.imaging.foreground import foreground_mask
 from mrisr.imaging.normalization import robust_scale
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
-from mrisr.inference.slicing import iter_slice_batches
+from mrisr.inference.slicewise import SlicePlan, enhance_slicewise
 from mrisr.io.volumes import validate_volume
 
 log = logging.getLogger(__name__)
@@ -36,40 +36,27 @@ def load_segmenter(device: str = "cpu"):
     return load_network(card, lambda config: TissueUNet2d(TissueUNetConfig.from_dict(config)), device)
 
 
-def _pad(stack: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    height, width = stack.shape[1:]
-    extra = (-height % multiple, -width % multiple)
-    return np.pad(stack, ((0, 0), (0, extra[0]), (0, extra[1]))), (height, width)
-
-
 def tissue_probabilities(volume: np.ndarray, network, axes: Sequence[int] = (0, 1, 2), batch_size: int = 16,
                          progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> np.ndarray:
     """(4, z, y, x) class probabilities of a (z, y, x) volume: the network on every foreground slice
-    along each of `axes`, softmax averaged over the axes; background outside the head mask."""
+    along each of `axes` (`enhance_slicewise`, zero-padded), softmax averaged over the axes; background
+    outside the head mask and on slices without foreground."""
     import torch
 
     mask = foreground_mask(volume)
     normalised = robust_scale(volume, mask).apply(volume)
     device = next(network.parameters()).device
-    classes, multiple = network.config.classes, network.config.pad_multiple
-    total = np.zeros((classes,) + volume.shape, np.float32)
-    batches = sum(-(-int(mask.any(axis=tuple(b for b in range(3) if b != a)).sum()) // batch_size) for a in axes)
-    done = 0
-    for axis in axes:
-        summed = np.moveaxis(total, axis + 1, 1)
-        covered = np.zeros(volume.shape[axis], bool)
-        for indices, stack in iter_slice_batches(normalised, axis, batch_size, mask):
-            padded, (height, width) = _pad(stack, multiple)
-            with torch.inference_mode():
-                logits = network(torch.from_numpy(padded)[:, None].to(device))
-            summed[:, indices] += logits.float().softmax(1)[:, :, :height, :width].cpu().numpy().swapaxes(0, 1)
-            covered[indices] = True
-            done += 1
-            progress(ProgressEvent("segment", done, batches, f"{done}/{batches} slice batches"))
-            if cancel is not None:
-                cancel.check()
-        summed[0, ~covered] += 1.0  # slices without foreground are background
-    total /= len(axes)
+    background = np.zeros((network.config.classes,) + volume.shape, np.float32)
+    background[0] = 1.0
+
+    def softmax(stack: np.ndarray, reference: None, seeds: Sequence[int]) -> np.ndarray:
+        with torch.inference_mode():
+            logits = network(torch.from_numpy(stack)[:, None].to(device))
+        return logits.float().softmax(1).cpu().numpy()
+
+    plan = SlicePlan(tuple(axes), batch_size, network.config.pad_multiple, pad_mode="constant")
+    total = enhance_slicewise(softmax, normalised, plan, mask, progress=progress, cancel=cancel,
+                              background=background, stage="segment")
     total[0][~mask] = 1.0
     total[1:, ~mask] = 0.0
     return total

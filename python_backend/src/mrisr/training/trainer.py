@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from mrisr.device import autocast
 from mrisr.io.atomic import atomic_output
 from mrisr.io.model_store import save_model
 from mrisr.progress import ProgressCallback, ProgressEvent, no_progress
@@ -140,7 +141,7 @@ class Trainer:
             group["lr"] = learning_rate(self.config, self.step)
         device = self.context.device
         dtype = torch.bfloat16 if device.startswith("cuda") else None
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        with autocast(device, dtype):
             loss = self.task.loss(self.model, self.rng, self.generator, device)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

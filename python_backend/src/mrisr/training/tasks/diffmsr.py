@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, LossWeights, sample_prior, stage1_loss, stage2_loss
+from mrisr.diffusion.latent_ddpm import LatentDiffusionConfig, sample_prior
 from mrisr.errors import InputError
 from mrisr.io.model_store import load_state_dict
 from mrisr.networks.diffmsr import DiffMSRConfig, DiffMSRNetwork, preset
+from mrisr.training.diffmsr_losses import LossWeights, stage1_loss, stage2_loss
 from mrisr.training.tasks.slices import RECIPE, SliceData, validate_slices
 
 DC_FACTOR = 2  # nominal k-space band of L_dc: the central 1/2 of each in-plane axis (see above)

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from mrisr.diffusion import vdm
+from mrisr.diffusion.intensity import from_model_range, to_model_range
 from mrisr.evaluation.metrics import psnr
+from mrisr.methods.diffusioniqt import sample_volume
 from mrisr.networks.iqt_unet3d import PRESETS, IQTUNet3D, IQTUNetConfig
 from mrisr.training.pool import PairArrays, PairPool
 
@@ -96,15 +98,15 @@ def stack(blocks: list[PairArrays], device: str) -> dict[str, torch.Tensor]:
 
 def sample_blocks(network: torch.nn.Module, condition: torch.Tensor, recipe: DiffusionRecipe,
                   generator: torch.Generator) -> torch.Tensor:
-    """PDM sampling of whole blocks on the latent-aligned trajectory: K steps from α_K x_c + σ_K ε.
+    """PDM sampling of whole blocks on the latent-aligned trajectory, by the method's own sampler
+    (`mrisr.methods.diffusioniqt.sample_volume`): K steps from α_K x_c + σ_K ε.
 
     condition: (B, 1, S, S, S) in [−1, 1]; returns x̂ (B, 1, S, S, S) in [−1, 1].
     """
-    times = vdm.time_grid(recipe.steps, recipe.start_step)
     denoise = vdm.concat_conditioning(network)
-    x = vdm.start_latent(condition, condition.shape, times[0], generator, condition.device)
-    alignment = vdm.LatentAlignment(condition, times[0])
-    return vdm.sample(lambda x_t, t: denoise(x_t, condition, t), x, times, generator=generator, alignment=alignment)
+    card = {"latent_alignment": {"start_time": recipe.start_time}}
+    return sample_volume(lambda x_t, t: denoise(x_t, condition, t), condition, card, recipe.steps,
+                         recipe.start_step, generator)
 
 
 class DiffusionIQTTask:
@@ -135,7 +137,7 @@ class DiffusionIQTTask:
 
     def loss(self, network, rng: np.random.Generator, generator: torch.Generator, device: str) -> torch.Tensor:
         batch = self.data.batch(rng, device)
-        x, y = 2 * batch["hr"] - 1, 2 * batch["condition"] - 1
+        x, y = to_model_range(batch["hr"]), to_model_range(batch["condition"])
         return vdm.training_loss(vdm.concat_conditioning(network), x, y, generator,
                                  alignment_start=self.recipe.start_time)
 
@@ -144,8 +146,8 @@ class DiffusionIQTTask:
         batch = stack(self.data.validation, device)
         generator = torch.Generator(device=device).manual_seed(0)
         with torch.no_grad():
-            out = sample_blocks(network, 2 * batch["condition"] - 1, self.recipe, generator)
-        prediction = ((out + 1) / 2).float().cpu().numpy()
+            out = sample_blocks(network, to_model_range(batch["condition"]), self.recipe, generator)
+        prediction = from_model_range(out).float().cpu().numpy()
         hr, condition = batch["hr"].cpu().numpy(), batch["condition"].cpu().numpy()
         mask = batch["mask"].cpu().numpy() > 0.5
         return {"psnr": psnr(prediction, hr, 1.0, mask), "psnr_bspline": psnr(condition, hr, 1.0, mask)}

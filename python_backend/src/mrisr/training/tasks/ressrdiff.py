@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrisr.diffusion.resshift import ResShiftSchedule, prior_sample, randn, sample, timesteps, training_loss
-from mrisr.methods.ressrdiff import DENOISED_RANGE
+from mrisr.diffusion.intensity import to_model_range
+from mrisr.diffusion.resshift import ResShiftSchedule, training_loss
+from mrisr.methods.ressrdiff import slice_model
 from mrisr.networks.swin_unet2d import SwinUNet2d, preset
 from mrisr.evaluation.perceptual import lpips_alex
 from mrisr.training.tasks.slices import RECIPE, SliceData, validate_slices
@@ -39,19 +40,16 @@ class ResSRDiffTask:
 
     def loss(self, network, rng: np.random.Generator, generator: torch.Generator, device: str) -> torch.Tensor:
         batch = self.data.batch(rng, device)
-        x, y = 2 * batch["hr"] - 1, 2 * batch["condition"] - 1
+        x, y = to_model_range(batch["hr"]), to_model_range(batch["condition"])
         return training_loss(network, x, y, generator, schedule=self.schedule, perceptual=self._lpips(device))
 
     def validate(self, network, device: str) -> dict[str, float]:
-        steps = timesteps(self.schedule.num_steps, self.schedule.num_steps)
+        """PSNR of the inference path: the method's slice model with all T steps, slice i seeded with i."""
+        model = slice_model(network, self.schedule, self.schedule.num_steps, device)
 
         def predict(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            y = 2 * batch["condition"] - 1
-            generator = torch.Generator(device=device).manual_seed(0)
-            x = prior_sample(self.schedule, y, randn(y.shape, generator, y.device))
-            out = sample(lambda x_t, t, c: network(x_t, t, c), x, self.schedule, steps, condition=y,
-                         generator=generator, clip=DENOISED_RANGE)
-            return (out + 1) / 2
+            stack = batch["condition"][:, 0].cpu().numpy()
+            return torch.from_numpy(model(stack, None, list(range(len(stack)))))[:, None]
 
         return validate_slices(predict, self.data, device)
 

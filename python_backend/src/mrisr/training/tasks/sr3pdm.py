@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mrisr.diffusion import pdm
+from mrisr.diffusion.intensity import from_model_range, to_model_range
 from mrisr.diffusion.noise import randn
 from mrisr.networks.sr3_unet2d import PRESETS, SR3UNet2d
 from mrisr.training.tasks.slices import RECIPE, SliceData, validate_slices
@@ -36,18 +37,18 @@ class SR3PDMTask:
 
     def loss(self, network, rng: np.random.Generator, generator: torch.Generator, device: str) -> torch.Tensor:
         batch = self.data.batch(rng, device)
-        x, y = 2 * batch["hr"] - 1, 2 * batch["condition"] - 1
+        x, y = to_model_range(batch["hr"]), to_model_range(batch["condition"])
         return pdm.training_loss(network, x, y, self.schedule, generator, start_step=START_STEP, align=True,
                                  prediction=self.config.prediction)
 
     def validate(self, network, device: str) -> dict[str, float]:
         def predict(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            y = 2 * batch["condition"] - 1
+            y = to_model_range(batch["condition"])
             generator = torch.Generator(device=device).manual_seed(0)
             denoise = pdm.denoiser(network, y, self.schedule, clip=CLIP)
             out = pdm.sample(denoise, y, self.schedule, randn(y.shape, generator, device), START_STEP,
                              VALIDATION_STEPS, eta=0.0, generator=generator)
-            return (out + 1) / 2
+            return from_model_range(out)
 
         return validate_slices(predict, self.data, device)
 
