@@ -66,3 +66,46 @@ def test_cancel_between_batches():
 
     with pytest.raises(CancelledError):
         enhance_slicewise(model, np.zeros((4, 4, 4), np.float32), SlicePlan(axes=(0,), batch_size=1), cancel=token)
+
+
+def test_multi_channel_output_fills_background_and_averages_planes():
+    """A (B, C, H, W) model: channel c of a foreground slice is (c + 1) × the slice; slices without
+    foreground take the given background; planes are averaged per channel."""
+    volume = np.random.default_rng(3).uniform(size=(6, 9, 10)).astype(np.float32)
+    mask = np.zeros(volume.shape, bool)
+    mask[1:5, 2:7, 3:8] = True
+    background = np.stack([np.full(volume.shape, 7.0, np.float32), np.zeros(volume.shape, np.float32)])
+
+    def two_channels(stack, reference, seeds):
+        assert stack.shape[1] % 4 == 0 and stack.shape[2] % 4 == 0
+        return np.stack([stack, 2 * stack], axis=1)
+
+    out = enhance_slicewise(two_channels, volume, SlicePlan((0, 2), 3, pad_multiple=4), mask, background=background)
+    assert out.shape == (2, 6, 9, 10) and out.dtype == np.float32
+    inside = np.zeros(volume.shape, bool)
+    inside[1:5, :, :] = True  # axis 0 slices with foreground
+    inside_x = np.zeros(volume.shape, bool)
+    inside_x[:, :, 3:8] = True  # axis 2 slices with foreground
+    for channel, scale, fill in ((0, 1.0, 7.0), (1, 2.0, 0.0)):
+        expected = (np.where(inside, scale * volume, fill) + np.where(inside_x, scale * volume, fill)) / 2
+        np.testing.assert_allclose(out[channel], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="background shape"):
+        enhance_slicewise(two_channels, volume, SlicePlan((0,)), background=background[:, :3])
+
+
+@pytest.mark.parametrize("mode, shape, expected_mode", [("reflect", (2, 13, 22), "reflect"),
+                                                       ("reflect", (2, 3, 22), "edge"),
+                                                       ("constant", (2, 13, 22), "constant")])
+def test_pad_to_multiple_numpy_and_torch_agree(mode, shape, expected_mode):
+    import torch
+
+    from mrisr.networks.padding import pad_to_multiple
+
+    stack = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+    padded = pad_to_multiple(stack, 8, mode)
+    extra = (-shape[1] % 8, -shape[2] % 8)
+    np.testing.assert_array_equal(padded, np.pad(stack, ((0, 0), (0, extra[0]), (0, extra[1])), mode=expected_mode))
+    np.testing.assert_array_equal(pad_to_multiple(torch.from_numpy(stack)[:, None], 8, mode)[:, 0].numpy(), padded)
+    assert pad_to_multiple(stack, 1, mode) is stack
+    with pytest.raises(ValueError, match="padding mode"):
+        pad_to_multiple(stack, 8, "wrap")

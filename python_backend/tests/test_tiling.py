@@ -79,3 +79,23 @@ def test_invalid_grid_arguments(bad):
     kwargs = {"patch_size": 8, "overlap": 0.25} | bad
     with pytest.raises(InputError):
         PatchGrid((10, 10, 10), **kwargs)
+
+
+def test_blending_on_a_torch_device_matches_the_numpy_blend_exactly():
+    import torch
+
+    volume = np.random.default_rng(5).normal(size=(20, 26, 17)).astype(np.float32)
+    grid = PatchGrid(volume.shape, 12, 0.4)
+    padded = grid.pad(volume)
+    host, device = BlendingAggregator(grid), BlendingAggregator(grid, device="cpu")
+    mask = np.zeros(volume.shape, bool)
+    mask[:4, :4, :4] = True
+    for patch in grid.patches(mask):  # patches away from the corner are skipped: their voxels stay uncovered
+        prediction = np.sin(padded[patch.slices])
+        host.add(patch, prediction)
+        device.add(patch, torch.from_numpy(prediction))
+    fallback = np.full(volume.shape, -5.0, np.float32)
+    expected = host.result(fallback)
+    got = device.result(torch.from_numpy(fallback))
+    assert isinstance(got, torch.Tensor) and (expected == -5.0).any()
+    np.testing.assert_array_equal(got.numpy(), expected)
