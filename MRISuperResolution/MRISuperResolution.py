@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from MRISuperResolutionLib import EnhanceError, EnhanceLogic, EnhanceParameters
-from MRISuperResolutionLib import dependencies, estimates, nodeio
+from MRISuperResolutionLib import dependencies, estimates
 from MRISuperResolutionLib.layout import LAYOUT_ID
 from MRISuperResolutionLib.parameters import panelOptions
 
@@ -79,8 +79,10 @@ class MRISuperResolutionParameterNode:
     targetSpacing: Spacing
     device: str = "auto"
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
-    samples: Annotated[int, WithinRange(1, 32)] = 1
-    dataConsistency: Annotated[int, WithinRange(0, 10)] = 0
+    # the backend's limits (mrisr methods --json) set the spin boxes' maxima; these bounds only keep
+    # a saved scene sane
+    samples: Annotated[int, WithinRange(1, 10000)] = 1
+    backProjection: Annotated[int, WithinRange(0, 10000)] = 0
     showResults: bool = True
     segment: bool = False
 
@@ -99,6 +101,8 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._probeTimer.timeout.connect(self._onProbeTick)
         self._backendStatus = None
         self._updatingFromParameterNode = False
+        self._planKey = None
+        self._plan = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -211,6 +215,7 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.backendStatusLabel.text = status.summary()
         if status.catalog is not None:
             self.logic.setMethodCatalog(status.catalog)
+            self.applyLimits(status.catalog.limits)
         self.fillMethods()
         self.fillDevices()
         if self._parameterNode is not None:
@@ -222,6 +227,13 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.logic.setMethodCatalog(None)
         self._backendStatus = None
         self.startProbe()
+
+    def applyLimits(self, limits) -> None:
+        """Spin box and slider ranges from the backend's own limits (never copied into the module)."""
+        ranges = limits.panelRanges()
+        for option, widget in (("samples", self.ui.samplesSpinBox), ("backProjection", self.ui.backProjectionSpinBox),
+                               ("overlap", self.ui.overlapSliderWidget)):
+            widget.minimum, widget.maximum = ranges[option]
 
     def fillMethods(self) -> None:
         catalog = self.logic.cachedCatalog()
@@ -278,13 +290,31 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 setattr(self._parameterNode, option, allowed.default)
         self.ui.methodDescriptionLabel.text = method.description
 
+    def currentPlan(self):
+        """The backend's plan (`mrisr plan`) for the chosen input, method and spacing; asked again only
+        when one of them changes. None without an input or a backend."""
+        catalog = self.logic.cachedCatalog()
+        node = self._parameterNode
+        inputNode = node.inputVolume
+        if catalog is None or inputNode is None or inputNode.GetImageData() is None or node.method not in catalog.names:
+            return None
+        key = (inputNode.GetID(), inputNode.GetImageData().GetMTime(), inputNode.GetMTime(), node.method,
+               self.targetSpacing())
+        if key != self._planKey:
+            self._planKey = key
+            try:
+                self._plan = self.logic.plan(inputNode, EnhanceParameters(node.method, targetSpacing=self.targetSpacing()))
+            except EnhanceError:
+                self._plan = None
+        return self._plan
+
     def updateSpacing(self) -> None:
-        """With automatic spacing, show the input's finest spacing (the backend's default) and lock it."""
+        """With automatic spacing, show the backend's default output spacing (from its plan) and lock it."""
         auto = self._parameterNode.autoSpacing
         self.ui.targetSpacingWidget.enabled = not auto
-        inputNode = self._parameterNode.inputVolume
-        if auto and inputNode is not None and inputNode.GetImageData() is not None:
-            x, y, z = nodeio.defaultTargetSpacing(inputNode)
+        plan = self.currentPlan() if auto else None
+        if plan is not None and plan.outputSpacing is not None:
+            x, y, z = plan.outputSpacing
             current = self._parameterNode.targetSpacing
             if (current.x, current.y, current.z) != (x, y, z):
                 self._parameterNode.targetSpacing = Spacing(x=x, y=y, z=z)
@@ -294,17 +324,14 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         return None if self._parameterNode.autoSpacing else (spacing.x, spacing.y, spacing.z)
 
     def updateEstimate(self) -> None:
-        catalog = self.logic.cachedCatalog()
-        inputNode = self._parameterNode.inputVolume
-        if catalog is None or inputNode is None or inputNode.GetImageData() is None \
-                or self._parameterNode.method not in catalog.names:
-            self.ui.timeEstimateLabel.text = ""
+        plan = self.currentPlan()
+        if plan is None or plan.outputVoxels is None:
+            self.ui.timeEstimateLabel.text = "; ".join(plan.errors) if plan is not None else ""
             return
-        method = catalog.get(self._parameterNode.method)
-        voxels = nodeio.outputVoxelCount(inputNode, self.targetSpacing())
+        method = self.logic.cachedCatalog().get(self._parameterNode.method)
         steps = self._parameterNode.steps if method.steps is not None else None
         samples = self._parameterNode.samples if method.kind == "diffusion" else 1
-        self.ui.timeEstimateLabel.text = estimates.describeEstimate(method, voxels, steps, samples)
+        self.ui.timeEstimateLabel.text = estimates.describeEstimate(method, plan.outputVoxels, steps, samples)
 
     # Run
 
@@ -331,7 +358,7 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             parameters = EnhanceParameters(method.name, node.steps, node.startStep, node.patchSize, node.overlap,
                                            self.targetSpacing(), node.device, node.seed,
                                            segment=node.segment, samples=node.samples,
-                                           dataConsistency=node.dataConsistency).forMethod(method)
+                                           backProjection=node.backProjection).forMethod(method)
             self._job = self.logic.start(node.inputVolume, parameters, node.referenceVolume, node.outputVolume,
                                          onProgress=self.onJobProgress, onFinished=self.onJobFinished)
             self.ui.progressBar.value = 0

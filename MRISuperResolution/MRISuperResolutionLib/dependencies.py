@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .parameters import EnhanceError, MethodCatalog
+from .parameters import EnhanceError, MethodCatalog, RunPlan
 from .process import BackendProcess, defaultPythonExecutable
 
 MODULE_DIR = Path(__file__).resolve().parent.parent
@@ -25,14 +25,13 @@ BACKEND_FOLDER_NAME = "MRISuperResolutionBackend"
 PROTECTED_PACKAGES = ("numpy", "SimpleITK")
 
 PROBE_SCRIPT = r"""
-import dataclasses, json, sys
+import json, sys
 report = {"python": sys.version.split()[0]}
 try:
     import mrisr
-    from mrisr.registry import default_method, method_specs
+    from mrisr.plan import catalog
     report["mrisr"] = getattr(mrisr, "__version__", "installed")
-    report["registry"] = {"default_method": default_method(),
-                          "methods": [dataclasses.asdict(s) for s in method_specs().values()]}
+    report["registry"] = catalog()
 except Exception as exc:
     report["mrisr_error"] = f"{type(exc).__name__}: {exc}"
 try:
@@ -127,18 +126,33 @@ class _FailedStart:
         self.finished, self.returncode, self.stdoutLines, self.stderrLines = True, None, [], [reason]
 
 
-def loadCatalog(pythonExecutable: Optional[str] = None, timeout: float = 120.0) -> MethodCatalog:
-    """The method registry through `mrisr methods --json` (quick: it does not import torch)."""
+def runBackendJson(pythonExecutable: Optional[str], args: Sequence[str], timeout: float = 120.0,
+                   acceptedCodes: Sequence[int] = (0,)) -> dict:
+    """Run a quick backend command (`mrisr methods --json`, `mrisr plan … --json`) and return its JSON answer."""
     python = pythonExecutable or defaultPythonExecutable()
     try:
-        completed = subprocess.run([python, "-m", "mrisr.cli", "methods", "--json"], capture_output=True, text=True,
+        completed = subprocess.run([python, "-m", "mrisr.cli", *args], capture_output=True, text=True,
                                    timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnhanceError(f"cannot run the backend with {python!r}: {exc}") from None
-    if completed.returncode != 0:
+    if completed.returncode not in acceptedCodes or not completed.stdout.lstrip().startswith("{"):
         tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnhanceError(f"the mrisr backend is not usable from {python} ({tail}): install it first")
-    return MethodCatalog.fromRegistry(json.loads(completed.stdout))
+    return json.loads(completed.stdout)
+
+
+def loadCatalog(pythonExecutable: Optional[str] = None, timeout: float = 120.0) -> MethodCatalog:
+    """The method registry and limits through `mrisr methods --json` (quick: it does not import torch)."""
+    return MethodCatalog.fromRegistry(runBackendJson(pythonExecutable, ["methods", "--json"], timeout))
+
+
+def planRun(pythonExecutable: Optional[str], inputPath: str, outputPath: Optional[str], arguments: Sequence[str],
+            timeout: float = 120.0) -> RunPlan:
+    """The backend's plan of `mrisr enhance inputPath outputPath arguments…` (`mrisr plan`, no torch, no
+    method run): output grid, files and the errors it would refuse with (exit code 2)."""
+    paths = [inputPath] + ([outputPath] if outputPath else [])
+    return RunPlan.fromBackend(runBackendJson(pythonExecutable, ["plan", *paths, *arguments, "--json"], timeout,
+                                              acceptedCodes=(0, 2)))
 
 
 def readRequirements(path: Path = REQUIREMENTS_FILE) -> list[str]:

@@ -3,9 +3,12 @@
 `EnhanceLogic` is the module's logic without Qt: the Slicer module's Logic class adds the parameter
 node and Qt-timer polling on top of it, and the tests drive it on a plain slicer-core scene.
 
-The scene changes only when a run succeeds: the enhanced volume (its own geometry), the input
-resampled onto that grid ("interpolated") and their difference are built outside the scene first and
-added in one go; on failure or cancel nothing is added and the temporary folder is removed.
+Every run is first checked by the backend (`mrisr plan`: the same one-line refusals as `mrisr enhance`,
+the output grid and the files the run writes), so no backend rule is copied here. The scene changes
+only when a run succeeds: the enhanced volume (its own geometry), the input interpolated onto that grid
+by the backend (`--write-interpolated`: the image the input's tissue segmentation is made from) and
+their difference are built outside the scene first and added in one go; on failure or cancel nothing is
+added and the temporary folder is removed.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import slicer
 from . import difference as diff
 from . import nodeio, tissues
 from .uncertainty import showAsUncertainty
-from .dependencies import loadCatalog
+from .dependencies import loadCatalog, planRun
 from .layout import ComparisonLayout
-from .parameters import EnhanceCancelled, EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo
+from .parameters import EnhanceCancelled, EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo, RunPlan
 from .process import BackendProcess, ProgressUpdate, backendCommand, defaultPythonExecutable
 
 log = logging.getLogger(__name__)
@@ -38,10 +41,10 @@ OUTPUT_SEGMENTATION_ROLE = "MRISuperResolution.OutputSegmentation"
 TISSUE_TABLE_ROLE = "MRISuperResolution.TissueTable"
 UNCERTAINTY_ROLE = "MRISuperResolution.Uncertainty"
 UNCERTAINTY_FILE = "uncertainty"
+INTERPOLATED_FILE = "interpolated"
 ATTRIBUTE_PREFIX = "MRISuperResolution."
 TEMP_PREFIX = "MRISR-"
 FILE_SUFFIX = ".nii"
-DIFFERENCE_INTERPOLATION = "linear"
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
@@ -50,10 +53,11 @@ class EnhanceJob:
     """One enhancement in progress. Call `poll()` from the main thread (a timer in Slicer) or `wait()`."""
 
     def __init__(self, logic: "EnhanceLogic", process: BackendProcess, workDir: str, inputNode, outputNode,
-                 method: MethodInfo, parameters: EnhanceParameters,
+                 method: MethodInfo, parameters: EnhanceParameters, plan: RunPlan,
                  onProgress: Optional[Callable[["EnhanceJob"], None]] = None,
                  onFinished: Optional[Callable[["EnhanceJob"], None]] = None) -> None:
         self.logic = logic
+        self.plan = plan  # the backend's plan of this run: output grid and the files it writes
         self.process = process
         self.workDir = workDir
         self.inputNode = inputNode
@@ -201,7 +205,8 @@ class EnhanceLogic:
                 batchSize: Optional[int] = None, referenceNode=None, outputNode=None, blocking: bool = True,
                 onProgress: Optional[Callable[[EnhanceJob], None]] = None,
                 onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False,
-                segment: bool = False, samples: int = 1, dataConsistency: int = 0):
+                segment: bool = False, samples: int = 1, backProjection: int = 0,
+                dataConsistency: Optional[int] = None):
         """Enhance `inputNode`; options left as None take the method's defaults.
 
         Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
@@ -211,11 +216,14 @@ class EnhanceLogic:
         and of the output is segmented too: two segmentation nodes and an agreement table node. With
         `samples` > 1 (diffusion methods) the output is the mean of that many posterior samples and an
         uncertainty volume (their per-voxel standard deviation) is added: `logic.uncertaintyNode(out)`.
-        `dataConsistency` > 0 back-projects the output toward the acquired slices that many times (helps on
-        real thick-slice scans, hurts when the input's contrast differs from the wanted one).
+        `backProjection` > 0 back-projects the output toward the acquired slices that many times (helps on
+        real thick-slice scans, hurts when the input's contrast differs from the wanted one);
+        `dataConsistency` is its former name, still accepted.
         """
+        if dataConsistency is not None:
+            backProjection = dataConsistency
         parameters = EnhanceParameters(method, steps, startStep, patchSize, overlap, targetSpacing, device, seed,
-                                       batchSize, segment, samples, dataConsistency)
+                                       batchSize, segment, samples, backProjection)
         if showResults:
             onFinished = self._showingResults(onFinished)
         job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished)
@@ -231,19 +239,23 @@ class EnhanceLogic:
 
     def start(self, inputNode, parameters: EnhanceParameters, referenceNode=None, outputNode=None,
               onProgress=None, onFinished=None) -> EnhanceJob:
-        """Write the input to a temporary folder and start the backend on it; returns the running job."""
+        """Write the inputs to a temporary folder, have the backend check the run (`mrisr plan`), then
+        start it; returns the running job. A refusal raises EnhanceError with the backend's message."""
         nodeio.checkInputVolume(inputNode)
         method = self.methodCatalog().get(parameters.method)
         parameters = parameters.replace(method=method.name)
-        parameters.check(method)
         if method.needsReference:
             nodeio.checkInputVolume(referenceNode, "reference")
         if outputNode is not None and outputNode in (inputNode, referenceNode):
             raise EnhanceError("the output volume must differ from the input and reference volumes")
         workDir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.tempRoot)
         try:
-            command = self._command(workDir, inputNode, referenceNode if method.needsReference else None,
-                                    parameters, method)
+            inputPath, arguments = self._writeInputs(workDir, inputNode, referenceNode if method.needsReference else None,
+                                                     parameters, method)
+            outputPath = os.path.join(workDir, "enhanced" + FILE_SUFFIX)
+            plan = planRun(self.python(), inputPath, outputPath, arguments)
+            plan.check()
+            command = backendCommand(self.python()) + ["enhance", inputPath, outputPath, *arguments]
             process = BackendProcess(command).start()
         except FileNotFoundError as exc:
             shutil.rmtree(workDir, ignore_errors=True)
@@ -251,32 +263,51 @@ class EnhanceLogic:
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
-        job = EnhanceJob(self, process, workDir, inputNode, outputNode, method, parameters, onProgress, onFinished)
+        job = EnhanceJob(self, process, workDir, inputNode, outputNode, method, parameters, plan, onProgress, onFinished)
         self.schedulePolling(job)
         return job
+
+    def plan(self, inputNode, parameters: Optional[EnhanceParameters] = None, referenceNode=None) -> RunPlan:
+        """The backend's plan for enhancing `inputNode` (output grid, voxels, memory, refusals), without a run.
+
+        Takes about a second (a backend process without torch); the panel uses it for the output spacing
+        and the time estimate.
+        """
+        nodeio.checkInputVolume(inputNode)
+        method = self.methodCatalog().get((parameters or EnhanceParameters()).method)
+        parameters = (parameters or EnhanceParameters()).forMethod(method)
+        workDir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.tempRoot)
+        try:
+            inputPath, arguments = self._writeInputs(workDir, inputNode, referenceNode if method.needsReference else None,
+                                                     parameters, method)
+            return planRun(self.python(), inputPath, None, arguments)
+        finally:
+            shutil.rmtree(workDir, ignore_errors=True)
 
     def schedulePolling(self, job: EnhanceJob) -> None:
         """Hook for the Slicer module: poll the job from a timer. Here the caller polls or waits."""
 
-    def _command(self, workDir: str, inputNode, referenceNode, parameters: EnhanceParameters,
-                 method: MethodInfo) -> list[str]:
+    def _writeInputs(self, workDir: str, inputNode, referenceNode, parameters: EnhanceParameters,
+                     method: MethodInfo) -> tuple[str, list[str]]:
+        """Write the input (and reference) volume files; returns the input path and the run's arguments."""
         inputPath = os.path.join(workDir, "input" + FILE_SUFFIX)
-        outputPath = os.path.join(workDir, "enhanced" + FILE_SUFFIX)
         nodeio.writeVolumeFile(inputNode, inputPath)
-        command = backendCommand(self.python()) + ["enhance", inputPath, outputPath]
+        arguments = []
         if referenceNode is not None:
             referencePath = os.path.join(workDir, "reference" + FILE_SUFFIX)
             nodeio.writeVolumeFile(referenceNode, referencePath)
-            command += ["--reference", referencePath]
-        command += parameters.cliArguments(method)
+            arguments += ["--reference", referencePath]
+        arguments += parameters.cliArguments(method)
+        arguments += ["--write-interpolated", os.path.join(workDir, INTERPOLATED_FILE + FILE_SUFFIX)]
         if parameters.samples > 1:
-            command += ["--uncertainty", os.path.join(workDir, UNCERTAINTY_FILE + FILE_SUFFIX)]
-        return command
+            arguments += ["--uncertainty", os.path.join(workDir, UNCERTAINTY_FILE + FILE_SUFFIX)]
+        return inputPath, arguments
 
     def importResult(self, job: EnhanceJob):
-        """Build enhanced, interpolated and difference volumes, then add them to the scene together."""
-        enhanced = nodeio.readVolumeFile(os.path.join(job.workDir, "enhanced" + FILE_SUFFIX))
-        interpolated = nodeio.resampleOntoGrid(job.inputNode, enhanced, DIFFERENCE_INTERPOLATION)
+        """Read the enhanced and interpolated volumes the backend wrote, make their difference, then add
+        them to the scene together."""
+        enhanced = nodeio.readVolumeFile(job.plan.files["output"])
+        interpolated = nodeio.readVolumeFile(job.plan.files["interpolated"])
         values = diff.differenceArray(slicer.util.arrayFromVolume(enhanced), slicer.util.arrayFromVolume(interpolated))
         difference = nodeio.volumeFromArray(values, enhanced)
         window = diff.symmetricWindow(values)
@@ -318,12 +349,13 @@ class EnhanceLogic:
         """Segmentation nodes of the interpolated input and the output, and their agreement table;
         returns the segmentation nodes they replace (removed once everything succeeded)."""
         inputName = job.inputNode.GetName()
-        report = tissues.readReport(os.path.join(job.workDir, "enhanced_tissues.json"))
+        files = job.plan.files
+        report = tissues.readReport(files["report"])
         replaced = []
-        for role, fileName, name in ((INPUT_SEGMENTATION_ROLE, "enhanced_input.seg.nrrd", f"{inputName} interpolated tissues"),
-                                     (OUTPUT_SEGMENTATION_ROLE, "enhanced.seg.nrrd", f"{outputNode.GetName()} tissues")):
+        for role, path, name in ((INPUT_SEGMENTATION_ROLE, files["input_seg"], f"{inputName} interpolated tissues"),
+                                 (OUTPUT_SEGMENTATION_ROLE, files["output_seg"], f"{outputNode.GetName()} tissues")):
             replaced.append(nodeio.referencedNode(outputNode, role))
-            node = tissues.loadSegmentation(self.scene, os.path.join(job.workDir, fileName), name)
+            node = tissues.loadSegmentation(self.scene, path, name)
             created.append(node)
             nodeio.placeBeside(node, job.inputNode)
             outputNode.SetNodeReferenceID(role, node.GetID())
@@ -339,7 +371,7 @@ class EnhanceLogic:
         """The samples' standard deviation as a volume beside the output (hot colours, zero = black);
         returns the uncertainty volume of an earlier run into the same output, to be removed."""
         previous = nodeio.referencedNode(outputNode, UNCERTAINTY_ROLE)
-        content = nodeio.readVolumeFile(os.path.join(job.workDir, UNCERTAINTY_FILE + FILE_SUFFIX))
+        content = nodeio.readVolumeFile(job.plan.files["uncertainty"])
         node = nodeio.addVolumeToScene(self.scene, content, f"{outputNode.GetName()} uncertainty")
         created.append(node)
         showAsUncertainty(node, slicer.util.arrayFromVolume(node))
@@ -371,7 +403,8 @@ class EnhanceLogic:
         return ComparisonLayout(self.scene, self.applicationLogic)
 
     def showComparison(self, outputNode) -> ComparisonLayout:
-        """Show Input (interpolated onto the output grid), Enhanced, Difference and Overlay views."""
+        """Show Input (B-spline-interpolated onto the output grid by the backend), Enhanced, Difference and
+        Overlay views."""
         interpolated = nodeio.referencedNode(outputNode, INTERPOLATED_ROLE)
         differenceNode = nodeio.referencedNode(outputNode, DIFFERENCE_ROLE)
         if interpolated is None or differenceNode is None:

@@ -1,13 +1,13 @@
 """Volume nodes to and from files for the backend, and new volume nodes that carry their own geometry.
 
-Only MRML and VTK are used (storage nodes, vtkImageReslice), so this runs in Slicer and under the
+Grids and resampling are the backend's (`mrisr plan`, `enhance --write-interpolated`); nothing here
+resamples. Only MRML and VTK are used (storage nodes), so this runs in Slicer and under the
 `slicer-core` package alike. Nodes built here are added to the scene only by the caller, at the end,
 so that a failure never leaves half-made nodes behind.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -61,59 +61,12 @@ def ijkToRAS(node) -> vtk.vtkMatrix4x4:
     return matrix
 
 
-def defaultTargetSpacing(node) -> tuple[float, float, float]:
-    """The backend's default output spacing: isotropic at the input's finest spacing."""
-    finest = min(node.GetSpacing())
-    return (finest, finest, finest)
-
-
-def outputDimensions(node, spacing) -> tuple[int, int, int]:
-    """The output grid size the backend makes: the input's extent at the new spacing (as the backend rounds it)."""
-    dims = node.GetImageData().GetDimensions()
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(dims, node.GetSpacing(), spacing))
-
-
-def outputVoxelCount(node, spacing=None) -> int:
-    return math.prod(outputDimensions(node, spacing or defaultTargetSpacing(node)))
-
-
 def copyVolumeContent(target, source) -> None:
     """Give `target` the image and geometry of `source` (its own spacing, origin and directions)."""
     image = vtk.vtkImageData()
     image.DeepCopy(source.GetImageData())
     target.SetIJKToRASMatrix(ijkToRAS(source))
     target.SetAndObserveImageData(image)
-
-
-def resampleOntoGrid(node, gridNode, interpolation: str = "linear"):
-    """`node`'s image resampled onto `gridNode`'s voxel grid, as a new float volume node (not in a scene).
-
-    Both nodes are taken in their local coordinates (the caller keeps them under the same transform).
-    Points within half a voxel outside the input's outer voxel centres take the border value, as the
-    backend does, so the thick-slice borders do not fade to zero.
-    """
-    outputIJKToInputIJK = vtk.vtkMatrix4x4()
-    inputRASToIJK = vtk.vtkMatrix4x4()
-    node.GetRASToIJKMatrix(inputRASToIJK)
-    vtk.vtkMatrix4x4.Multiply4x4(inputRASToIJK, ijkToRAS(gridNode), outputIJKToInputIJK)
-    reslice = vtk.vtkImageReslice()
-    reslice.SetInputData(node.GetImageData())
-    reslice.SetResliceAxes(outputIJKToInputIJK)
-    reslice.SetOutputSpacing(1.0, 1.0, 1.0)
-    reslice.SetOutputOrigin(0.0, 0.0, 0.0)
-    reslice.SetOutputExtent(gridNode.GetImageData().GetExtent())
-    reslice.SetOutputScalarType(vtk.VTK_FLOAT)
-    reslice.SetBorder(True)
-    reslice.SetBorderThickness(0.5)
-    {"nearest": reslice.SetInterpolationModeToNearestNeighbor, "linear": reslice.SetInterpolationModeToLinear,
-     "cubic": reslice.SetInterpolationModeToCubic}[interpolation]()
-    reslice.Update()
-    result = slicer.vtkMRMLScalarVolumeNode()
-    result.SetIJKToRASMatrix(ijkToRAS(gridNode))
-    image = vtk.vtkImageData()
-    image.DeepCopy(reslice.GetOutput())
-    result.SetAndObserveImageData(image)
-    return result
 
 
 def volumeFromArray(array: np.ndarray, gridNode):

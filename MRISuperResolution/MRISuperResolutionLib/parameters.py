@@ -1,7 +1,9 @@
-"""What the user chose (EnhanceParameters) and what the backend offers (MethodCatalog).
+"""What the user chose (EnhanceParameters), what the backend offers (MethodCatalog, BackendLimits) and
+what it will make of a run (RunPlan).
 
-The catalog is the backend's method registry as `mrisr methods --json` prints it: the panel fills
-itself from it, so a method added to the registry appears in Slicer without a change here.
+The catalog is the backend's method registry and limits as `mrisr methods --json` prints them, and a
+RunPlan is the answer of `mrisr plan`: the panel fills itself from them and the logic checks a run with
+`mrisr plan` before starting it, so no backend rule or limit is copied here.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 OPTION_FLAGS = {"steps": "--steps", "startStep": "--start-step", "patchSize": "--patch-size"}
-MAX_SAMPLES = 32  # the backend's limit (mrisr.inference.posterior_samples)
-MAX_DATA_CONSISTENCY = 10  # the backend's limit (mrisr.imaging.backprojection)
 REGISTRY_KEYS = {"steps": "steps", "startStep": "start_step", "patchSize": "patch_size"}
 
 
@@ -85,11 +85,37 @@ def panelOptions(method: MethodInfo) -> dict[str, bool]:
 
 
 @dataclass(frozen=True)
+class BackendLimits:
+    """The backend's limits, as `mrisr methods --json` exports them from its own constants."""
+
+    maxSamples: int
+    maxBackProjection: int
+    overlapDefault: float
+    overlapMinimum: float
+    overlapBelow: float
+    maxVoxels: int
+
+    @classmethod
+    def fromRegistry(cls, data: Optional[dict]) -> "BackendLimits":
+        if not data:
+            raise EnhanceError("the backend exports no limits (an older mrisr): update the mrisr backend")
+        overlap = data["overlap"]
+        return cls(int(data["max_samples"]), int(data["max_back_projection"]), float(overlap["default"]),
+                   float(overlap["minimum"]), float(overlap["below"]), int(data["max_voxels"]))
+
+    def panelRanges(self) -> dict[str, tuple[float, float]]:
+        """(minimum, maximum) of the panel's samples and back-projection spin boxes and overlap slider."""
+        return {"samples": (1, self.maxSamples), "backProjection": (0, self.maxBackProjection),
+                "overlap": (self.overlapMinimum, self.overlapBelow - 0.05)}
+
+
+@dataclass(frozen=True)
 class MethodCatalog:
-    """All methods the backend offers, in registry order, and the default one."""
+    """All methods the backend offers, in registry order, the default one and the backend's limits."""
 
     defaultMethod: str
     methods: tuple[MethodInfo, ...]
+    limits: BackendLimits
 
     @classmethod
     def fromRegistry(cls, data: dict) -> "MethodCatalog":
@@ -98,7 +124,7 @@ class MethodCatalog:
             raise EnhanceError("the backend registry lists no methods: reinstall the mrisr backend")
         names = [m.name for m in methods]
         default = data.get("default_method") if data.get("default_method") in names else names[0]
-        return cls(default, methods)
+        return cls(default, methods, BackendLimits.fromRegistry(data.get("limits")))
 
     @property
     def names(self) -> list[str]:
@@ -128,7 +154,7 @@ class EnhanceParameters:
     batchSize: Optional[int] = None
     segment: bool = False  # also segment brain tissue of the interpolated input and of the output
     samples: int = 1  # diffusion methods: posterior samples averaged; > 1 also gives an uncertainty map
-    dataConsistency: int = 0  # back-projection iterations toward the acquired slices (0 = off)
+    backProjection: int = 0  # back-projection iterations toward the acquired slices (0 = off)
 
     def replace(self, **changes: Any) -> "EnhanceParameters":
         return dataclasses.replace(self, **changes)
@@ -139,27 +165,11 @@ class EnhanceParameters:
         samples = self.samples if method.kind == "diffusion" else 1
         return dataclasses.replace(self, method=method.name, samples=samples, **dropped)
 
-    def check(self, method: MethodInfo) -> None:
-        """Refuse options the method does not take; ranges are checked by the backend itself."""
-        for name, flag in OPTION_FLAGS.items():
-            if getattr(self, name) is not None and method.optionRange(name) is None:
-                raise EnhanceError(f"method {method.name!r} takes no {flag} (it has no such setting): leave it out")
-        if not 0.0 <= self.overlap < 1.0:
-            raise EnhanceError(f"overlap {self.overlap} is out of range: use a value in [0, 1)")
-        if not 1 <= int(self.samples) <= MAX_SAMPLES:
-            raise EnhanceError(f"samples {self.samples} is out of range: use 1 to {MAX_SAMPLES}")
-        if self.samples > 1 and method.kind != "diffusion":
-            raise EnhanceError(f"method {method.name!r} is deterministic, so its samples would all be equal: "
-                               "use 1 sample or a diffusion method")
-        if not 0 <= int(self.dataConsistency) <= MAX_DATA_CONSISTENCY:
-            raise EnhanceError(f"data consistency {self.dataConsistency} is out of range: "
-                               f"use 0 (off) to {MAX_DATA_CONSISTENCY} iterations")
-        if self.targetSpacing is not None and len(self.targetSpacing) != 3:
-            raise EnhanceError(f"target spacing needs 3 values (x y z in mm), got {list(self.targetSpacing)}")
-
     def cliArguments(self, method: MethodInfo) -> list[str]:
-        """The `mrisr enhance` flags for these parameters (input/output paths not included)."""
-        self.check(method)
+        """The `mrisr enhance` (and `mrisr plan`) flags for these parameters, input/output paths not included.
+
+        Nothing is checked here: `mrisr plan` checks them with the backend's own rules before a run.
+        """
         args = ["--method", method.name]
         for name, flag in OPTION_FLAGS.items():
             if getattr(self, name) is not None:
@@ -173,8 +183,35 @@ class EnhanceParameters:
             args += ["--batch-size", str(int(self.batchSize))]
         if self.segment:
             args += ["--segment"]
-        if self.samples > 1:
+        if self.samples != 1:
             args += ["--samples", str(int(self.samples))]
-        if self.dataConsistency > 0:
-            args += ["--data-consistency", str(int(self.dataConsistency))]
+        if self.backProjection:
+            args += ["--back-projection", str(int(self.backProjection))]
         return args
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The backend's answer to `mrisr plan`: the output grid (x, y, z order, LPS), the files the run
+    writes by role (output, uncertainty, interpolated, input_seg, output_seg, report) and its refusals."""
+
+    outputSize: Optional[tuple[int, int, int]]
+    outputSpacing: Optional[tuple[float, float, float]]
+    outputVoxels: Optional[int]
+    memoryMiB: Optional[float]
+    files: dict[str, str]
+    errors: tuple[str, ...]
+
+    @classmethod
+    def fromBackend(cls, data: dict) -> "RunPlan":
+        output = data.get("output") or {}
+        size, spacing = output.get("size"), output.get("spacing")
+        return cls(tuple(int(v) for v in size) if size else None,
+                   tuple(float(v) for v in spacing) if spacing else None,
+                   output.get("voxels"), output.get("memory_mib"), dict(data.get("files") or {}),
+                   tuple(str(e) for e in data.get("errors") or ()))
+
+    def check(self) -> None:
+        """Raise the backend's first refusal as an EnhanceError (the message `mrisr enhance` would print)."""
+        if self.errors:
+            raise EnhanceError(self.errors[0])

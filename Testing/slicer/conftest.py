@@ -62,7 +62,8 @@ def logic(world, catalog):
 
 @pytest.fixture(scope="session")
 def enhanced_world(tmp_path_factory, thick_volume, catalog):
-    """One baseline (bspline) enhancement shown in the comparison layout, shared by read-only tests."""
+    """One baseline (linear) enhancement shown in the comparison layout, shared by read-only tests; linear,
+    so that it differs from the B-spline interpolated input the Input view shows."""
     harness = _harness()
     world = harness.makeWorld(tmp_path_factory.mktemp("enhanced") / "slicer-temp")
     inputNode = world.loadVolume(thick_volume, "T1 thick")
@@ -70,7 +71,7 @@ def enhanced_world(tmp_path_factory, thick_volume, catalog):
     logic = harness.makeLogic(world, catalog)
     previousLayout = world.views.layoutNode().GetViewArrangement()
     before = world.nodeIDs()
-    outputNode = logic.enhance(inputNode, method="bspline")
+    outputNode = logic.enhance(inputNode, method="linear")
     added = world.nodeIDs() - before
     logic.showComparison(outputNode)
     world.extra.update(inputNode=inputNode, outputNode=outputNode, logic=logic, folder=folder, added=added,

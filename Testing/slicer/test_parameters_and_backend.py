@@ -1,8 +1,10 @@
-"""The panel fills itself from the backend registry: catalog, per-method options, CLI arguments the
-real backend parser accepts, time estimates, backend probing and the install plan."""
+"""The panel fills itself from the backend: catalog and limits (`mrisr methods --json`), output grids
+and refusals (`mrisr plan`), per-method options, CLI arguments the real backend parser accepts, time
+estimates, backend probing and the install plan. A backend with other limits moves the panel with it."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,12 +15,21 @@ import vtk  # noqa: E402
 from mrisr_slicer_testing import REPO  # noqa: E402
 
 from MRISuperResolutionLib import EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo, dependencies, estimates
-from MRISuperResolutionLib.nodeio import defaultTargetSpacing, outputDimensions
 from MRISuperResolutionLib.parameters import panelOptions
+
+# A hook that makes the backend's Python one with other limits: Python imports `sitecustomize` from
+# PYTHONPATH at start-up, so every backend process of the test (catalog, plan, enhance) sees them.
+OTHER_LIMITS_HOOK = """
+import mrisr.imaging.backprojection, mrisr.inference.posterior_samples
+mrisr.imaging.backprojection.MAX_ITERATIONS = 3
+mrisr.inference.posterior_samples.MAX_SAMPLES = 4
+"""
 
 # How a diffusion method will look in the registry (fields of mrisr.registry.MethodSpec as JSON).
 FUTURE_REGISTRY = {
     "default_method": "bspline",
+    "limits": {"max_samples": 8, "max_back_projection": 5, "overlap": {"default": 0.25, "minimum": 0.0, "below": 1.0},
+               "max_voxels": 10**8},
     "methods": [
         {"name": "bspline", "kind": "interpolation", "description": "B-spline", "steps": None, "start_step": None,
          "patch_size": None, "config": {}},
@@ -32,9 +43,12 @@ FUTURE_REGISTRY = {
 
 
 def test_catalog_is_the_backend_registry(catalog):
+    from mrisr.imaging.backprojection import MAX_ITERATIONS
+    from mrisr.inference.posterior_samples import MAX_SAMPLES
     from mrisr.registry import default_method, method_specs
 
     specs = method_specs()
+    assert (catalog.limits.maxSamples, catalog.limits.maxBackProjection) == (MAX_SAMPLES, MAX_ITERATIONS)
     assert catalog.names == list(specs)
     assert catalog.defaultMethod == default_method()
     for method in catalog.methods:  # a null range in the registry hides that option in the panel
@@ -61,22 +75,17 @@ def test_diffusion_entries_show_their_options_and_pass_them_to_the_backend():
                                     "samples": True}
     assert method.patchSize.multipleOf == 16 and method.needsReference
     parameters = EnhanceParameters(steps=20, startStep=5, patchSize=96, overlap=0.5, targetSpacing=(1, 1, 1.5),
-                                   device="cuda:0", seed=7, batchSize=2, samples=4, dataConsistency=2)
+                                   device="cuda:0", seed=7, batchSize=2, samples=4, backProjection=2)
     args = build_parser().parse_args(["enhance", "in.nii", "out.nii", *parameters.forMethod(method).cliArguments(method)])
     assert (args.method, args.steps, args.start_step, args.patch_size, args.overlap) == ("diffmsr", 20, 5, 96, 0.5)
     assert (args.target_spacing, args.device, args.seed, args.batch_size, args.samples) == ([1.0, 1.0, 1.5], "cuda:0", 7, 2, 4)
-    assert args.data_consistency == 2
+    assert args.back_projection == 2
     baseline = catalog.get("bspline")
     kept = parameters.forMethod(baseline)  # the panel keeps hidden values; they are dropped for a baseline
     args = build_parser().parse_args(["enhance", "in.nii", "out.nii", *kept.cliArguments(baseline)])
     assert (args.steps, args.start_step, args.patch_size, args.overlap, args.samples) == (None, None, None, 0.25, 1)
-    assert args.data_consistency == 2  # back-projection works for every method, baselines included
-    with pytest.raises(EnhanceError, match="takes no --start-step"):
-        EnhanceParameters(startStep=3).cliArguments(baseline)
-    with pytest.raises(EnhanceError, match="overlap"):
-        EnhanceParameters(overlap=1.0).cliArguments(method)
-    with pytest.raises(EnhanceError, match="data consistency 11 is out of range"):
-        EnhanceParameters(dataConsistency=11).cliArguments(method)
+    assert args.back_projection == 2  # back-projection works for every method, baselines included
+    assert catalog.limits.panelRanges() == {"samples": (1, 8), "backProjection": (0, 5), "overlap": (0.0, 0.95)}
 
 
 def test_time_estimates(catalog):
@@ -92,19 +101,53 @@ def test_time_estimates(catalog):
     assert "no time measured" in estimates.describeEstimate(unknown, voxels)
 
 
-@pytest.mark.parametrize("spacing", [None, (2.0, 2.0, 2.0), (0.7, 0.7, 0.7), (1.0, 1.0, 3.0)])
-def test_output_size_follows_the_backend_rule(spacing):
-    from mrisr.imaging.geometry import Grid, grid_with_spacing
-
+def blank_node(dimensions=(91, 109, 23), spacing=(1.2, 1.1, 4.5)):
+    """A scalar volume node (not in a scene) of zeros with the given grid."""
     node = slicer.vtkMRMLScalarVolumeNode()
     image = vtk.vtkImageData()
-    image.SetDimensions(91, 109, 23)
+    image.SetDimensions(*dimensions)
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    image.GetPointData().GetScalars().Fill(0.0)
     node.SetAndObserveImageData(image)
-    node.SetSpacing(1.2, 1.1, 4.5)
-    target = spacing or defaultTargetSpacing(node)
-    assert defaultTargetSpacing(node) == (1.1, 1.1, 1.1)
+    node.SetSpacing(*spacing)
+    return node
+
+
+@pytest.mark.parametrize("spacing", [None, (2.0, 2.0, 2.0), (0.7, 0.7, 0.7), (1.0, 1.0, 3.0)])
+def test_the_panel_gets_the_output_grid_from_the_backends_plan(logic, spacing):
+    from mrisr.imaging.geometry import Grid, finest_isotropic_spacing, grid_with_spacing
+
     grid = Grid((91, 109, 23), (1.2, 1.1, 4.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    assert outputDimensions(node, target) == grid_with_spacing(grid, target).size
+    target = spacing or finest_isotropic_spacing(grid)
+    plan = logic.plan(blank_node(), EnhanceParameters("bspline", targetSpacing=spacing))
+    assert plan.errors == ()
+    assert plan.outputSize == grid_with_spacing(grid, target).size
+    assert plan.outputSpacing == pytest.approx(target)
+    assert plan.outputVoxels == grid_with_spacing(grid, target).num_voxels
+    assert os.listdir(logic.tempRoot) == []
+    refused = logic.plan(blank_node(), EnhanceParameters("bspline", targetSpacing=(0.01, 0.01, 0.01)))
+    assert refused.outputSize is None and "budget" in refused.errors[0]
+
+
+def test_a_backend_with_other_limits_moves_the_panel_and_the_checks(world, logic, tmp_path, monkeypatch):
+    """Done-when of issue 17: change a backend limit, and the panel's ranges and the refusals follow."""
+    node = blank_node((16, 16, 6), (1.0, 1.0, 4.0))
+    usual = logic.plan(node, EnhanceParameters("bspline", backProjection=4))
+    assert usual.errors == ()
+    (tmp_path / "sitecustomize.py").write_text(OTHER_LIMITS_HOOK)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    other = dependencies.loadCatalog(sys.executable)
+    assert other.limits.panelRanges()["backProjection"] == (0, 3) and other.limits.panelRanges()["samples"] == (1, 4)
+    logic.setMethodCatalog(other)
+    assert logic.plan(node, EnhanceParameters("bspline", backProjection=3)).errors == ()
+    inputNode = world.scene.AddNode(node)
+    before = world.nodeIDs()
+    for kwargs in (dict(backProjection=4), dict(dataConsistency=4)):  # dataConsistency: the former name
+        with pytest.raises(EnhanceError, match=r"back-projection 4 is out of range: use --back-projection 0 \(off\) to 3"):
+            logic.enhance(inputNode, method="bspline", **kwargs)
+    with pytest.raises(EnhanceError, match="samples 5 is out of range: use --samples 1 to 4"):
+        logic.enhance(inputNode, method="ressrdiff", samples=5)
+    assert world.nodeIDs() == before and os.listdir(logic.tempRoot) == []
 
 
 def test_background_probe_reports_methods_torch_and_devices():

@@ -16,7 +16,7 @@ ImageDraw = pytest.importorskip("PIL.ImageDraw")
 from MRISuperResolutionLib import layout as lay  # noqa: E402
 from mrisr_slicer_testing import ARTIFACTS, REPO  # noqa: E402
 
-TITLES = {lay.INPUT: "Input (interpolated)", lay.ENHANCED: "Enhanced (bspline)", lay.DIFFERENCE: "Difference",
+TITLES = {lay.INPUT: "Input (B-spline)", lay.ENHANCED: "Enhanced (linear)", lay.DIFFERENCE: "Difference",
           lay.OVERLAY: "Overlay"}
 
 
@@ -48,7 +48,7 @@ def test_grey_views_are_not_blank_and_differ(rendered):
         assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all(), tag
         assert inside_volume(image).mean() > 0.3 and image[inside_volume(image)].std() > 20, tag
     change = np.abs(rendered[lay.ENHANCED].astype(int) - rendered[lay.INPUT].astype(int))
-    assert change.mean() > 1.0  # B-spline along z is not the linear interpolation shown as input
+    assert change.mean() > 1.0  # linear along z is not the B-spline interpolation shown as input
 
 
 def test_difference_view_is_blue_white_red(rendered):
@@ -57,7 +57,7 @@ def test_difference_view_is_blue_white_red(rendered):
     reddish = (red > blue + 60) & (red > green + 30)
     bluish = (blue > red + 60) & (blue > green)
     whitish = (image.min(axis=2) > 200) & (image.max(axis=2) - image.min(axis=2) < 30)
-    assert reddish.mean() > 0.01 and bluish.mean() > 0.01  # both signs of change are visible
+    assert reddish.mean() > 0.005 and bluish.mean() > 0.005  # both signs of change are visible (> 300 pixels)
     assert whitish.mean() > 0.2  # most of the slice changed little
 
 

@@ -158,13 +158,12 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_methods(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from mrisr.io.model_store import find_card
-    from mrisr.plan import limits
+    from mrisr.plan import catalog
     from mrisr.registry import default_method, method_specs
 
     specs = method_specs()
     if args.json:
-        print(json.dumps({"default_method": default_method(), "limits": limits(),
-                          "methods": [dataclasses.asdict(s) for s in specs.values()]}, indent=2))
+        print(json.dumps(catalog(), indent=2))
         return 0
     for spec in specs.values():
         marks = " (default)" if spec.name == default_method() else ""

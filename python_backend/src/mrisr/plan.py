@@ -88,6 +88,16 @@ def limits() -> dict[str, Any]:
     }
 
 
+def catalog() -> dict[str, Any]:
+    """What `mrisr methods --json` prints and the Slicer module reads: default method, limits, methods."""
+    import dataclasses
+
+    from mrisr.registry import method_specs
+
+    return {"default_method": default_method(), "limits": limits(),
+            "methods": [dataclasses.asdict(spec) for spec in method_specs().values()]}
+
+
 def check_overlap(overlap: float) -> None:
     if not 0.0 <= overlap < 1.0:
         raise InputError(f"overlap {overlap} is out of range: use --overlap in [0, 1)")
