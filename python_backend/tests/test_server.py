@@ -284,3 +284,35 @@ def test_a_server_restarted_mid_job_is_reported_as_a_lost_job(thick, tmp_path):
                 process.wait(timeout=10)
             if process is not None:
                 process.stderr.close()
+
+
+def test_enhance_remote_command_with_segmentation_writes_what_the_cli_writes(server, thick, tmp_path, capsys):
+    from mrisr.cli import build_parser
+    from mrisr.server.commands import enhance_remote
+
+    url, _ = server
+    output = tmp_path / "out.nii.gz"
+    args = build_parser().parse_args(["enhance", str(thick), str(output), "--method", "bspline", "--segment",
+                                      "--segmenter", "gmm"])
+    args.server, args.token = url, TOKEN
+    assert enhance_remote(args, lambda event: None) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["out.nii.gz", "out.seg.nrrd", "out_input.seg.nrrd", "out_tissues.json"]
+    report = __import__("json").loads((tmp_path / "out_tissues.json").read_text())
+    assert report["files"]["output_seg"] == str(tmp_path / "out.seg.nrrd")
+    assert f"wrote {output}: 40x40x40 voxels" in capsys.readouterr().out
+
+
+def test_serve_arguments_default_to_loopback_and_print_a_generated_token(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from mrisr.server.commands import add_serve_parser, server_config
+
+    monkeypatch.delenv("MRISR_SERVER_TOKEN", raising=False)
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--device", "cpu", "--work-dir", str(tmp_path / "w")])
+    config = server_config(args)
+    assert args.host == "127.0.0.1" and len(config.token) >= 24 and config.token in capsys.readouterr().out
+    with pytest.raises(InputError, match="go together"):
+        server_config(parser.parse_args(["serve", "--device", "cpu", "--ssl-certfile", "c.pem"]))
