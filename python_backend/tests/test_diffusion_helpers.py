@@ -18,6 +18,7 @@ def test_model_range_maps_the_unit_interval_and_round_trips_numpy_and_torch():
     torch.testing.assert_close(from_model_range(torch.tensor([-1.0, 0.0, 1.0])), torch.tensor([0.0, 0.5, 1.0]))
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
 @pytest.mark.parametrize("device", ["cpu", "mps", "cuda", "cuda:1"])
 def test_autocast_uses_the_device_type_of_any_device_string(device):
     with autocast(device, None):
