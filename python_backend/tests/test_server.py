@@ -109,6 +109,7 @@ def test_bspline_round_trip_is_identical_to_local(server, thick, tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(remote), sitk.GetArrayFromImage(local))
     assert result.summary["method"] == "bspline" and result.summary["size"] == [40, 40, 40]
     assert "bspline" in [m["name"] for m in listed["methods"]] and listed["server"]["device"] == "cpu"
+    assert set(listed) >= {"default_method", "limits", "methods", "server"}
     stages = [e.stage for e in events]
     assert stages[0] == "upload" and stages[-1] == "download" and "interpolate" in stages
     assert not any(str(queue.config.work_dir) in e.message for e in events), "server paths leaked into events"
@@ -125,6 +126,19 @@ def test_learned_method_one_step_matches_local_with_the_same_seed(server, thick,
     assert_same_geometry(remote, local)
     remote, local = sitk.GetArrayFromImage(remote), sitk.GetArrayFromImage(local)
     assert np.abs(remote - local).max() <= 1e-3 * (local.max() - local.min())  # thread counts differ
+
+
+def test_samples_with_an_uncertainty_map_in_another_format_match_local(server, thick, tmp_path):
+    url, _ = server
+    options = EnhanceOptions(method="ressrdiff", steps=1, seed=5, samples=2)
+    with ServerClient(url, TOKEN) as client:
+        enhance_remote_file(client, thick, tmp_path / "remote.nii.gz", options,
+                            uncertainty_path=tmp_path / "remote_sd.nrrd")
+    enhance_file(thick, tmp_path / "local.nii.gz", options, uncertainty_path=tmp_path / "local_sd.nrrd")
+    remote, local = read_volume(tmp_path / "remote_sd.nrrd"), read_volume(tmp_path / "local_sd.nrrd")
+    assert_same_geometry(remote, local)
+    remote, local = sitk.GetArrayFromImage(remote), sitk.GetArrayFromImage(local)
+    assert local.max() > 0 and np.abs(remote - local).max() <= 1e-3 * local.max()
 
 
 def test_cancel_mid_run_writes_nothing_and_the_server_goes_on(server, thick, tmp_path):
@@ -293,11 +307,12 @@ def test_enhance_remote_command_with_segmentation_writes_what_the_cli_writes(ser
     url, _ = server
     output = tmp_path / "out.nii.gz"
     args = build_parser().parse_args(["enhance", str(thick), str(output), "--method", "bspline", "--segment",
-                                      "--segmenter", "gmm"])
+                                      "--segmenter", "gmm", "--write-interpolated", str(tmp_path / "interp.nrrd")])
     args.server, args.token = url, TOKEN
     assert enhance_remote(args, lambda event: None) == 0
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["out.nii.gz", "out.seg.nrrd", "out_input.seg.nrrd", "out_tissues.json"]
+    assert written == ["interp.nrrd", "out.nii.gz", "out.seg.nrrd", "out_input.seg.nrrd", "out_tissues.json"]
+    assert read_volume(tmp_path / "interp.nrrd").GetSize() == (40, 40, 40)
     report = __import__("json").loads((tmp_path / "out_tissues.json").read_text())
     assert report["files"]["output_seg"] == str(tmp_path / "out.seg.nrrd")
     assert f"wrote {output}: 40x40x40 voxels" in capsys.readouterr().out

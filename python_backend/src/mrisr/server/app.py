@@ -60,7 +60,7 @@ def _job_state(queue: JobQueue, job: Job, since: int) -> dict[str, Any]:
 def _result_files(job: Job) -> list[Path]:
     """The job's outputs in its folder (never the uploads)."""
     spec = job.spec
-    names = [spec["output"], spec.get("uncertainty"), "result.json"]
+    names = [spec["output"], spec.get("uncertainty"), spec.get("interpolated"), "result.json"]
     if spec.get("segment"):
         stem = spec["output"].split(".")[0]
         names += [f"{stem}_input.seg.nrrd", f"{stem}.seg.nrrd", f"{stem}_tissues.json"]
@@ -86,8 +86,8 @@ async def _new_job(request: Request, queue: JobQueue, config: ServerConfig) -> t
         form = await receive_form(request.headers.get("content-type", ""), request.stream(), folder,
                                   config.max_upload_bytes)
         display = form.display
-        options = await run_in_threadpool(check_job, folder, form.files, form.options, config)
-        job = Job(job_id, folder, _spec(folder, form, options), form.display)
+        spec = await run_in_threadpool(check_job, folder, form.files, form.options, config)
+        job = Job(job_id, folder, spec, form.display)
         return job, queue.submit(job)
     except UploadTooLarge:
         shutil.rmtree(folder, ignore_errors=True)
@@ -103,20 +103,6 @@ async def _new_job(request: Request, queue: JobQueue, config: ServerConfig) -> t
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-
-
-def _spec(folder: Path, form, options) -> dict[str, Any]:
-    """What the worker runs: file names inside the job folder only."""
-    import dataclasses
-
-    suffix = form.options.get("output_suffix") or ".nii.gz"
-    if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        raise InputError(f"output suffix {suffix!r} is unsupported: use .nii.gz, .nii, .nrrd or .mha")
-    return {"folder": str(folder), "input": form.files["volume"], "reference": form.files.get("reference"),
-            "reference_seg": form.files.get("reference_seg"), "output": f"output{suffix}",
-            "uncertainty": f"uncertainty{suffix}" if form.options.get("uncertainty") else None,
-            "segment": bool(form.options.get("segment")), "segmenter": form.options.get("segmenter", "unet"),
-            "options": dataclasses.asdict(options)}
 
 
 def create_app(config: ServerConfig) -> FastAPI:

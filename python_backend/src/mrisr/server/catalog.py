@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from mrisr.server.config import SINGLE_FILE_SUFFIXES, ServerConfig
 
 
-def methods_document() -> dict[str, Any]:
-    """The registered methods and the default, exactly as `mrisr methods --json` prints them."""
-    from mrisr.registry import default_method, method_specs
+def methods_document(config: ServerConfig) -> dict[str, Any]:
+    """What `mrisr methods --json` prints (`mrisr.plan.catalog`), with this server's voxel limit."""
+    from mrisr.plan import catalog
 
-    return {"default_method": default_method(),
-            "methods": [dataclasses.asdict(s) for s in method_specs().values()]}
+    document = catalog()
+    document["limits"]["max_voxels"] = config.max_voxels
+    return document
 
 
 def devices() -> list[dict[str, Any]]:
@@ -33,7 +33,7 @@ def devices() -> list[dict[str, Any]]:
 def server_document(config: ServerConfig) -> dict[str, Any]:
     """GET /v1/methods: the methods, plus where and within which limits this server runs them. Clients
     estimate run times with the method's `seconds_per_megavoxel[server.device]`."""
-    return methods_document() | {"server": {
+    return methods_document(config) | {"server": {
         "device": config.device, "workers": config.workers,
         "gpus": devices() if config.device == "cuda" else [],
         "max_upload_bytes": config.max_upload_bytes, "max_voxels": config.max_voxels,

@@ -193,34 +193,27 @@ def _uploadable(path: str | os.PathLike, scratch: Path, name: str) -> Path:
     return write_volume(read_volume(path), scratch / f"{name}.nrrd")
 
 
-def _local_targets(output: Path, uncertainty: Path | None, segment: bool) -> dict[str, Path]:
-    """Server file name → local path, following `enhance_file` and `enhance --segment` naming."""
-    from mrisr.segmentation.runs import SegmentationPaths
-
-    suffix = next(s for s in (".nii.gz", ".nii", ".nrrd", ".mha") if output.name.lower().endswith(s))
-    targets = {f"output{suffix}": output}
-    if uncertainty is not None:
-        targets[f"uncertainty{suffix}"] = uncertainty
-    if segment:
-        paths = SegmentationPaths.beside(output)
+def _local_targets(files) -> dict[str, Path]:
+    """Server file name → local path, following `mrisr enhance`'s naming (`mrisr.plan.RunFiles`)."""
+    targets = {}
+    for role in ("output", "uncertainty", "interpolated"):
+        path = getattr(files, role)
+        if path is not None:
+            targets[f"{role}{_output_suffix(Path(path))}"] = Path(path)
+    paths = files.segmentation()
+    if paths is not None:
         targets |= {"output_input.seg.nrrd": paths.input_seg, "output.seg.nrrd": paths.output_seg,
                     "output_tissues.json": paths.report}
     return targets
 
 
-def _check_targets(output: Path, uncertainty: Path | None, samples: int, protect: tuple) -> None:
-    """Refuse unwritable local outputs before any upload."""
-    from mrisr.io.volumes import check_output_path
-
-    path = check_output_path(output, protect)
-    if not path.name.lower().endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
-        raise InputError(f"output {output} must be .nii.gz, .nii, .nrrd or .mha with --server")
-    if uncertainty is not None:
-        if samples < 2:
-            raise InputError("an uncertainty map needs several samples: add --samples 2 or more")
-        if os.path.abspath(uncertainty) == os.path.abspath(output):
-            raise InputError(f"uncertainty path {uncertainty} is the output path: give the uncertainty map its own file")
-        check_output_path(uncertainty, protect)
+def _output_suffix(output: Path) -> str:
+    """The file format of a local output path, from those the server writes."""
+    suffix = next((s for s in SINGLE_FILE_SUFFIXES if output.name.lower().endswith(s)), None)
+    if suffix is None:
+        raise InputError(f"output {output} has an extension the server does not write: use one of "
+                         f"{', '.join(SINGLE_FILE_SUFFIXES)}")
+    return suffix
 
 
 def _install(fetched: Path, target: Path, targets: dict[str, Path]) -> None:
@@ -240,22 +233,24 @@ def _install(fetched: Path, target: Path, targets: dict[str, Path]) -> None:
 def enhance_remote_file(client: ServerClient, input_path: str | os.PathLike, output_path: str | os.PathLike,
                         options, reference_path: str | os.PathLike | None = None,
                         progress: ProgressCallback = no_progress, cancel: CancelToken | None = None,
-                        uncertainty_path: str | os.PathLike | None = None, segment: bool = False,
+                        uncertainty_path: str | os.PathLike | None = None,
+                        interpolated_path: str | os.PathLike | None = None, segment: bool = False,
                         segmenter: str = "unet", reference_seg: str | os.PathLike | None = None) -> RemoteResult:
-    """`enhance_file` on the server: upload, follow, download and write atomically beside the local paths
-    (inputs never overwritten; on any failure nothing is written). `options` is an EnhanceOptions; its
-    device is the server's choice. With `segment`, the label maps and tissue table are written as
-    `enhance --segment` names them."""
+    """`mrisr enhance` on the server: check the local paths, upload, follow, download and write atomically
+    (inputs never overwritten; a failed or cancelled job writes nothing). `options` is an EnhanceOptions;
+    the server chooses the device. With `segment`, the label maps and tissue table are written where
+    `enhance --segment` writes them."""
+    from mrisr.plan import RunFiles, check_files
+
     started = time.perf_counter()
-    output = Path(output_path)
-    uncertainty = Path(uncertainty_path) if uncertainty_path is not None else None
-    protect = tuple(p for p in (input_path, reference_path, reference_seg) if p is not None)
-    _check_targets(output, uncertainty, options.samples, protect)
-    if reference_seg is not None and not segment:
-        raise InputError("--reference-seg needs --segment: add --segment or leave it out")
-    targets = _local_targets(output, uncertainty, segment)
-    request = asdict(options) | {"uncertainty": uncertainty is not None, "segment": segment, "segmenter": segmenter,
-                                 "output_suffix": next(iter(targets))[len("output"):]}
+    files = RunFiles(output_path, uncertainty_path, interpolated_path, segment, reference_seg)
+    check_files(files, tuple(p for p in (input_path, reference_path, reference_seg) if p is not None), options.samples)
+    targets = _local_targets(files)
+    suffixes = {role: _output_suffix(Path(path)) if path is not None else None
+                for role, path in (("output", output_path), ("uncertainty", uncertainty_path),
+                                   ("interpolated", interpolated_path))}
+    request = asdict(options) | {"output_suffix": suffixes["output"], "uncertainty": suffixes["uncertainty"],
+                                 "interpolated": suffixes["interpolated"], "segment": segment, "segmenter": segmenter}
     with tempfile.TemporaryDirectory(prefix="mrisr-remote-") as scratch:
         progress(ProgressEvent("upload", 0, 1, str(input_path)))
         parts = {name: _uploadable(path, Path(scratch), name) if path is not None else None
@@ -264,13 +259,12 @@ def enhance_remote_file(client: ServerClient, input_path: str | os.PathLike, out
         job = client.submit(parts["volume"], request, parts["reference"], parts["reference_seg"])
         progress(ProgressEvent("upload", 1, 1, f"job {job['id']}, place {job['position']} in the queue"))
         state = wait_for_job(client, job["id"], progress, cancel)
-        progress(ProgressEvent("download", 0, 1, str(output)))
+        progress(ProgressEvent("download", 0, 1, str(output_path)))
         fetched = client.download(job["id"], scratch)
-        written = {}
+        missing = sorted(set(targets) - set(fetched))
+        if missing:
+            raise MRISRError(f"the server's result lacks {', '.join(missing)}: check the server's log")
         for name, target in targets.items():
-            if name not in fetched:
-                raise MRISRError(f"the server's result lacks {name}: check the server's log")
             _install(fetched[name], target, targets)
-            written[name] = target
-        progress(ProgressEvent("download", 1, 1, str(output)))
-    return RemoteResult(written, state["result"], time.perf_counter() - started)
+        progress(ProgressEvent("download", 1, 1, str(output_path)))
+    return RemoteResult(targets, state["result"], time.perf_counter() - started)

@@ -110,7 +110,7 @@ def cmd_serve(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 def enhance_remote(args: argparse.Namespace, progress: ProgressCallback) -> int:
     """`mrisr enhance IN OUT --server URL`: the same enhancement, run on the server."""
-    from mrisr.pipeline import EnhanceOptions
+    from mrisr.plan import EnhanceOptions
     from mrisr.segmentation.agreement import format_agreement
 
     try:
@@ -123,7 +123,8 @@ def enhance_remote(args: argparse.Namespace, progress: ProgressCallback) -> int:
     options = EnhanceOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EnhanceOptions)})
     with ServerClient(args.server, token) as client:
         result = enhance_remote_file(client, args.input, args.output, options, args.reference, progress,
-                                     uncertainty_path=args.uncertainty, segment=args.segment,
+                                     uncertainty_path=args.uncertainty,
+                                     interpolated_path=args.write_interpolated, segment=args.segment,
                                      segmenter=args.segmenter, reference_seg=args.reference_seg)
     size = "x".join(str(v) for v in result.summary["size"])
     spacing = "x".join(f"{v:g}" for v in result.summary["spacing"])
@@ -132,9 +133,11 @@ def enhance_remote(args: argparse.Namespace, progress: ProgressCallback) -> int:
           f"{result.summary['seconds']:.1f} s on {args.server} ({result.seconds:.1f} s in all)")
     if args.uncertainty:
         print(f"wrote {args.uncertainty}: the samples' per-voxel standard deviation")
+    if args.write_interpolated:
+        print(f"wrote {args.write_interpolated}: the input interpolated onto the output grid")
     if args.segment:
         print(format_agreement(result.summary["tissues"]["input_vs_output"]))
-        print("wrote " + ", ".join(str(p) for k, p in result.files.items() if k.startswith("seg_") or k == "tissues"))
+        print("wrote " + ", ".join(str(p) for name, p in result.files.items() if "seg" in name or "tissues" in name))
     return 0
 
 

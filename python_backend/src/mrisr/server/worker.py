@@ -47,15 +47,16 @@ def run_job(spec: dict[str, Any], progress: Callable[[ProgressEvent], None]) -> 
     from mrisr.io.reporting import write_json
     from mrisr.io.segmentations import read_labels
     from mrisr.io.volumes import read_volume
-    from mrisr.pipeline import EnhanceOptions, enhance_file
+    from mrisr.pipeline import enhance_file
+    from mrisr.plan import EnhanceOptions
     from mrisr.segmentation.runs import SegmentationPaths, segment_enhancement
 
     folder = Path(spec["folder"])
     here = {key: folder / spec[key] if spec.get(key) else None
-            for key in ("input", "reference", "reference_seg", "output", "uncertainty")}
+            for key in ("input", "reference", "reference_seg", "output", "uncertainty", "interpolated")}
     options = EnhanceOptions(**spec["options"])
     result = enhance_file(here["input"], here["output"], options, here["reference"], progress,
-                          uncertainty_path=here["uncertainty"])
+                          uncertainty_path=here["uncertainty"], interpolated_path=here["interpolated"])
     summary = {"method": result.method, "settings": result.settings, "seconds": result.seconds,
                "size": list(result.image.GetSize()), "spacing": list(result.image.GetSpacing())}
     if spec.get("segment"):
