@@ -16,7 +16,7 @@ import numpy as np
 
 from mrisr.errors import InputError
 from mrisr.imaging.geometry import Grid, resample
-from mrisr.evaluation.metrics import check_same_grid
+from mrisr.imaging.geometry import check_same_grid
 from mrisr.simulation.synthetic import SyntheticPair, random_degradation
 from mrisr.simulation.degradation import degrade
 from mrisr.io.volumes import read_volume

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.simulation.degradation import DegradationConfig, degrade
-from mrisr.diffusion.diffmsr_training import LatentDiffusionConfig, sample_prior
+from mrisr.diffusion.latent_ddpm import LatentDiffusionConfig, sample_prior
 from mrisr.imaging.geometry import Grid
 from mrisr.io.model_store import save_model
 from mrisr.networks.diffmsr import PRESETS, DiffMSRNetwork

@@ -69,10 +69,10 @@ def _per_slice_seconds(steps: int, slices: int, device: str) -> dict:
     """Wall and CPU seconds per 256² slice for `steps`-step sampling of a batch of `slices` (cpu preset)."""
     import numpy as np
 
-    from mrisr.diffusion.resshift import ResShiftSchedule, timesteps
+    from mrisr.diffusion.resshift import ResShiftSchedule
     from mrisr.methods.ressrdiff import slice_model
 
-    model = slice_model(_network("cpu", device), ResShiftSchedule(), timesteps(4, steps), device)
+    model = slice_model(_network("cpu", device), ResShiftSchedule(), steps, device)
     stack = np.full((slices, 256, 256), 0.5, np.float32)
     model(stack[:1], None, [0])
     started, cpu = time.perf_counter(), _cpu_seconds()

@@ -1,0 +1,98 @@
+"""Scan-adaptive fine-tuning: start from a method's shipped weights and train on pairs cut from the scan
+itself (`mrisr.adaptation.pairs`) for a time budget; the result is cached per input
+(`mrisr.adaptation.cache`), so re-running with other steps or samples reuses it.
+
+The loop knows nothing of the method: a method passes its network, its training loss on a
+(condition, target) batch in [0, 1], and how its weights are identified.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from mrisr.adaptation.cache import cache_key, load_adapted, store_adapted
+from mrisr.adaptation.pairs import ScanPairs, SliceProfile
+from mrisr.errors import InputError
+from mrisr.imaging.geometry import Grid
+from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
+
+log = logging.getLogger(__name__)
+
+MAX_SECONDS = 3600.0
+PairLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+"""(network in train mode, condition (B, 1, H, W), target (B, 1, H, W), both normalised ~[0, 1], generator)
+→ scalar loss: the method's own training objective on these pairs."""
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How long and on what to fine-tune (the budget is wall-clock seconds on this machine)."""
+
+    seconds: float
+    slice_thickness: float | None = None  # mm; default: the coarse spacing (contiguous slices)
+    seed: int = 0
+    patch: int = 64
+    batch_size: int = 8
+    learning_rate: float = 5e-4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.seconds <= MAX_SECONDS:
+            raise InputError(f"adaptation budget {self.seconds!r} s is out of range: use 1..{MAX_SECONDS:g} seconds")
+
+
+def _train(network: torch.nn.Module, loss: PairLoss, pairs: ScanPairs, settings: AdaptSettings, device: str,
+           progress: ProgressCallback, cancel: CancelToken) -> int:
+    """Adam steps on fresh random pairs until the budget is spent; returns the number of steps."""
+    rng = np.random.default_rng(settings.seed)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    network.train()
+    started, steps = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - started) < settings.seconds:
+        cancel.check()
+        condition, target = (torch.from_numpy(a).to(device) for a in pairs.batch(rng, settings.batch_size))
+        value = loss(network, condition, target, generator)
+        optimiser.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimiser.step()
+        steps += 1
+        progress(ProgressEvent("adapt", min(int(elapsed), int(settings.seconds)), int(settings.seconds),
+                               f"adapting to this scan: step {steps}, loss {value.item():.4f}"))
+    network.eval()
+    return steps
+
+
+def adapted_network(network: torch.nn.Module, weights_sha256: str, method: str, lr: sitk.Image, grid: Grid,
+                    mask: np.ndarray, loss: PairLoss, settings: AdaptSettings, device: str,
+                    progress: ProgressCallback, cancel: CancelToken) -> torch.nn.Module:
+    """A copy of `network` fine-tuned on `lr` (normalised, on its own grid) for output `grid`, from the
+    cache when this input, method, weights and settings were adapted before."""
+    volume = sitk.GetArrayFromImage(lr)
+    key = cache_key(volume, lr.GetSpacing(), method, weights_sha256,
+                    {**asdict(settings), "output_spacing": [round(s, 6) for s in grid.spacing]})
+    adapted = copy.deepcopy(network).to(device)
+    cached = load_adapted(key)
+    if cached is not None:
+        adapted.load_state_dict(cached)
+        progress(ProgressEvent("adapt", 1, 1, "adapted weights for this scan from the cache"))
+        return adapted.eval()
+    profile = SliceProfile.of(lr.GetSpacing(), settings.slice_thickness)
+    pairs = ScanPairs(volume, lr.GetSpacing(), grid.spacing, profile, mask, settings.patch)
+    started = time.perf_counter()
+    steps = _train(adapted, loss, pairs, settings, device, progress, cancel)
+    seconds = time.perf_counter() - started
+    log.info("adapted %s to this scan: %d steps in %.0f s", method, steps, seconds)
+    store_adapted(key, adapted.state_dict(), {"method": method, "weights_sha256": weights_sha256,
+                                              "settings": asdict(settings), "steps": steps,
+                                              "seconds": round(seconds, 1), "profile": asdict(profile)})
+    progress(ProgressEvent("adapt", int(settings.seconds), int(settings.seconds), f"adapted in {steps} steps"))
+    return adapted.eval()
