@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
 
 from mrisr.adaptation import cache
 from mrisr.adaptation.finetune import AdaptSettings, adapted_network
@@ -111,14 +110,14 @@ def test_fine_tuning_runs_on_the_scan_for_its_budget_and_a_rerun_comes_from_the_
     grid = grid_with_spacing(Grid.of(image), (0.9, 0.9, 0.9))
     settings = AdaptSettings(seconds=2.0, patch=32, learning_rate=0.05)
     events, start = [], Gain()
-    network = adapted_network(start, "sha", "test", image, grid, mask, darker, settings, "cpu", events.append,
+    network = adapted_network(start, "sha", "test", image, grid, darker, settings, "cpu", events.append,
                               CancelToken())
     assert network.gain.item() == pytest.approx(0.6, abs=0.05) and start.gain.item() == 1.0
     progress = [e.done for e in events if e.stage == "adapt"]
     assert progress == sorted(progress) and progress[-1] == events[-1].total == 2
     assert len(list(isolated_cache.glob("*.safetensors"))) == 1
     again = []
-    rerun = adapted_network(start, "sha", "test", image, grid, mask, darker, settings, "cpu", again.append, CancelToken())
+    rerun = adapted_network(start, "sha", "test", image, grid, darker, settings, "cpu", again.append, CancelToken())
     assert rerun.gain.item() == pytest.approx(network.gain.item(), abs=1e-3)
     assert [e.message for e in again] == ["adapted weights for this scan from the cache"]
 
@@ -129,7 +128,7 @@ def test_cancel_stops_adaptation_and_caches_nothing(thick_scan, isolated_cache):
     cancel = CancelToken()
     cancel.cancel()
     with pytest.raises(CancelledError):
-        adapted_network(Gain(), "sha", "test", image, grid, mask, darker, AdaptSettings(seconds=5.0, patch=32),
+        adapted_network(Gain(), "sha", "test", image, grid, darker, AdaptSettings(seconds=5.0, patch=32),
                         "cpu", lambda e: None, cancel)
     assert not isolated_cache.exists() or not list(isolated_cache.iterdir())
 

@@ -21,6 +21,7 @@ import torch
 from mrisr.adaptation.cache import cache_key, load_adapted, store_adapted
 from mrisr.adaptation.pairs import ScanPairs, SliceProfile
 from mrisr.errors import InputError
+from mrisr.imaging.foreground import foreground_mask
 from mrisr.imaging.geometry import Grid
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
 
@@ -72,8 +73,8 @@ def _train(network: torch.nn.Module, loss: PairLoss, pairs: ScanPairs, settings:
 
 
 def adapted_network(network: torch.nn.Module, weights_sha256: str, method: str, lr: sitk.Image, grid: Grid,
-                    mask: np.ndarray, loss: PairLoss, settings: AdaptSettings, device: str,
-                    progress: ProgressCallback, cancel: CancelToken) -> torch.nn.Module:
+                    loss: PairLoss, settings: AdaptSettings, device: str, progress: ProgressCallback,
+                    cancel: CancelToken) -> torch.nn.Module:
     """A copy of `network` fine-tuned on `lr` (normalised, on its own grid) for output `grid`, from the
     cache when this input, method, weights and settings were adapted before."""
     volume = sitk.GetArrayFromImage(lr)
@@ -86,7 +87,7 @@ def adapted_network(network: torch.nn.Module, weights_sha256: str, method: str, 
         progress(ProgressEvent("adapt", 1, 1, "adapted weights for this scan from the cache"))
         return adapted.eval()
     profile = SliceProfile.of(lr.GetSpacing(), settings.slice_thickness)
-    pairs = ScanPairs(volume, lr.GetSpacing(), grid.spacing, profile, mask, settings.patch)
+    pairs = ScanPairs(volume, lr.GetSpacing(), grid.spacing, profile, foreground_mask(volume), settings.patch)
     started = time.perf_counter()
     steps = _train(adapted, loss, pairs, settings, device, progress, cancel)
     seconds = time.perf_counter() - started

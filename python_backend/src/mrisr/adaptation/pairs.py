@@ -101,7 +101,7 @@ class ScanPairs:
     def _window(self, plane: np.ndarray, plane_mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
         """A patch centre drawn ∝ (inside head) × (0.1 + gradient magnitude)."""
         gradient = np.hypot(*np.gradient(ndimage.gaussian_filter(plane, 1.0)))
-        weight = (plane_mask + 0.05) * (0.1 * gradient.mean() + gradient)
+        weight = (plane_mask + 0.05) * (0.1 * gradient.mean() + gradient + 1e-6)  # a flat plane: uniform
         flat = weight.ravel() / weight.sum()
         return tuple(int(v) for v in np.unravel_index(rng.choice(flat.size, p=flat), plane.shape))
 
