@@ -42,7 +42,7 @@ class AdaptSettings:
     seed: int = 0
     patch: int = 64
     batch_size: int = 8
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
         if not 0 < self.seconds <= MAX_SECONDS:
