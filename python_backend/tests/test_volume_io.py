@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from mrisr.errors import InputError
-from mrisr.io.volumes import read_volume, write_volume
+from mrisr.io.volumes import read_volume, slice_thickness, write_volume
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
@@ -31,7 +31,7 @@ def test_dicom_series_folder_is_read(tmp_path, phantom_image):
             "0010|0010": "Phantom", "0020|000d": "1.2.3", "0020|000e": "1.2.3.4", "0008|0060": "MR",
             "0020|0032": "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))),
             "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(k), "0028|0030": "0.8\\0.8",
-            "0018|0050": "2.0",
+            "0018|0050": "2.5",
         }.items():
             slice_k.SetMetaData(key, value)
         writer.SetFileName(str(tmp_path / f"{k:03d}.dcm"))
@@ -40,6 +40,8 @@ def test_dicom_series_folder_is_read(tmp_path, phantom_image):
     assert back.GetSize() == image.GetSize()
     np.testing.assert_allclose(back.GetSpacing(), (0.8, 0.8, 2.0), atol=1e-4)
     np.testing.assert_allclose(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    assert slice_thickness(back) == 2.5  # thicker than the 2 mm spacing: the scan's slices overlap
+    assert slice_thickness(image) is None
 
 
 def test_missing_file(tmp_path):

@@ -25,17 +25,47 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
+SLICE_THICKNESS_KEY = "0018|0050"  # DICOM SliceThickness, kept on images read from a series
+
+
+def _series_files(folder: Path) -> tuple[str, ...]:
+    """The files of the largest DICOM series in `folder` (empty for a file or a folder without one)."""
+    if not folder.is_dir():
+        return ()
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder} is a folder without a DICOM series: pass a volume file or a DICOM series folder")
     files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
-    chosen = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
     if len(series) > 1:
-        log.warning("%s holds %d DICOM series; reading the largest (%s)", folder, len(series), chosen)
-    reader.SetFileNames(files_per_series[chosen])
+        log.warning("%s holds %d DICOM series; reading the largest", folder, len(series))
+    return max(files_per_series.values(), key=len) if series else ()
+
+
+def _read_dicom_series(folder: Path, files: tuple[str, ...]) -> sitk.Image:
+    if not files:
+        raise InputError(f"{folder} is a folder without a DICOM series: pass a volume file or a DICOM series folder")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
     return reader.Execute()
+
+
+def _slice_thickness(file_name: str) -> float | None:
+    """DICOM SliceThickness (0018,0050) of one file in mm, when present and positive."""
+    header = sitk.ImageFileReader()
+    header.SetFileName(file_name)
+    header.ReadImageInformation()
+    if not header.HasMetaDataKey(SLICE_THICKNESS_KEY):
+        return None
+    try:
+        value = float(header.GetMetaData(SLICE_THICKNESS_KEY).strip())
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def slice_thickness(image: sitk.Image) -> float | None:
+    """The acquired slice thickness in mm that the reader found (DICOM SliceThickness), else None: the slice
+    profile is then taken to be as wide as the slice separation."""
+    return float(image.GetMetaData(SLICE_THICKNESS_KEY)) if image.HasMetaDataKey(SLICE_THICKNESS_KEY) else None
 
 
 def _check_nifti_payload(path: Path) -> None:
@@ -62,7 +92,8 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
     if not path.exists():
         raise InputError(f"input {path} does not exist: check the path")
     try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        files = _series_files(path)
+        image = _read_dicom_series(path, files) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reader error"
         raise InputError(
@@ -71,7 +102,11 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
         ) from None
     if _suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_payload(path)
-    return validate_volume(image, str(path))
+    volume = validate_volume(image, str(path))
+    thickness = _slice_thickness(files[0]) if files else None
+    if thickness is not None:
+        volume.SetMetaData(SLICE_THICKNESS_KEY, f"{thickness:g}")
+    return volume
 
 
 def validate_volume(image: sitk.Image, name: str = "input") -> sitk.Image:
