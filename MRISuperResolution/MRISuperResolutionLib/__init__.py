@@ -1,6 +1,6 @@
 """Everything of the MRISuperResolution module that is not Qt: it imports under slicer-core alone.
 
-- parameters: EnhanceParameters and the method catalog read from the backend registry
+- parameters: EnhanceParameters, and the method catalog, limits and run plans the backend answers with
 - process: the backend CLI in a background process, progress lines, cancel of the process tree
 - nodeio: volume nodes to/from temporary files, output volumes with their own geometry
 - difference: difference map, diverging colours, symmetric window, legend

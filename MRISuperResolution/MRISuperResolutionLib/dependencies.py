@@ -133,8 +133,11 @@ def runBackendJson(pythonExecutable: Optional[str], args: Sequence[str], timeout
     try:
         completed = subprocess.run([python, "-m", "mrisr.cli", *args], capture_output=True, text=True,
                                    timeout=timeout, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnhanceError(f"cannot run the backend with {python!r}: {exc}") from None
+    except OSError as exc:
+        raise EnhanceError(f"cannot start the backend with {python!r}: {exc.strerror or exc}") from None
+    except subprocess.TimeoutExpired:
+        raise EnhanceError(f"the backend ({python}) did not answer within {timeout:g} s: check it with "
+                           "Advanced → Check backend") from None
     if completed.returncode not in acceptedCodes or not completed.stdout.lstrip().startswith("{"):
         tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnhanceError(f"the mrisr backend is not usable from {python} ({tail}): install it first")

@@ -61,7 +61,7 @@ def test_requirements_follow_the_backend_without_torch_or_simpleitk():
     backend = {re.split(r"[<>=!~ ]", dep)[0].lower(): dep.replace(" ", "") for dep in project["project"]["dependencies"]}
     required = {re.split(r"[<>=!~ ]", dep)[0].lower(): dep.replace(" ", "") for dep in readRequirements(REQUIREMENTS_FILE)}
     assert not {"torch", "simpleitk"} & set(required)  # PyTorch extension / Slicer's own SimpleITK
-    assert set(backend) - set(required) == {"torch", "simpleitk", "nilearn"}
+    assert set(backend) - set(required) == {"torch", "simpleitk"}
     for name, spec in required.items():
         assert backend[name] == spec, name
     assert backendSourceDir() == REPO / "python_backend"
