@@ -7,6 +7,7 @@ Slicer module asks the backend instead of copying its rules. Imports neither tor
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
@@ -14,12 +15,13 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 import SimpleITK as sitk
 
+from mrisr.adaptation import settings as adaptation
 from mrisr.errors import InputError
 from mrisr.imaging import backprojection
 from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
 from mrisr.inference import posterior_samples
 from mrisr.io.volumes import check_output_path, read_volume
-from mrisr.registry import MethodSpec, default_method, get_spec
+from mrisr.registry import MethodSpec, default_method, get_spec, method_specs
 from mrisr.segmentation.runs import SegmentationPaths
 
 DEFAULT_OVERLAP = 0.25
@@ -47,6 +49,8 @@ class EnhanceOptions:
     planes: str = "auto"
     samples: int = 1  # posterior samples (seeds seed, seed+1, …) averaged; > 1 also gives an uncertainty map
     back_projection: int = 0  # iterations toward the acquired slices (0 = off), see mrisr.imaging.backprojection
+    adapt: float = 0.0  # seconds of fine-tuning on the scan itself before the run (0 = off), see mrisr.adaptation
+    slice_thickness: float | None = None  # mm, the slice profile for adaptation; default DICOM's, else the spacing
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def limits() -> dict[str, Any]:
     return {
         "max_samples": posterior_samples.MAX_SAMPLES,
         "max_back_projection": backprojection.MAX_ITERATIONS,
+        "adapt_seconds": {"default": adaptation.DEFAULT_SECONDS, "maximum": adaptation.MAX_SECONDS,
+                          "methods": "those whose registry config has \"adaptation\": true"},
         "overlap": {"default": DEFAULT_OVERLAP, "minimum": 0.0, "below": 1.0},
         "max_voxels": DEFAULT_MAX_VOXELS,
         "target_spacing": {"values": 3, "unit": "mm", "rule": "positive and finite",
@@ -90,10 +96,6 @@ def limits() -> dict[str, Any]:
 
 def catalog() -> dict[str, Any]:
     """What `mrisr methods --json` prints and the Slicer module reads: default method, limits, methods."""
-    import dataclasses
-
-    from mrisr.registry import method_specs
-
     return {"default_method": default_method(), "limits": limits(),
             "methods": [dataclasses.asdict(spec) for spec in method_specs().values()]}
 
@@ -134,6 +136,7 @@ def option_checks(spec: MethodSpec, options: EnhanceOptions) -> dict[str, Callab
         "back_projection": lambda: backprojection.check_iterations(options.back_projection),
         "ranges": lambda: method_ranges(spec, options),
         "samples": lambda: posterior_samples.check_samples(options.samples, spec.kind == "diffusion", spec.name),
+        "adapt": lambda: adaptation.check_adapt(spec, options.adapt, options.slice_thickness),
     }
 
 
@@ -248,7 +251,7 @@ def plan_run(input_path: str | os.PathLike, options: EnhanceOptions = EnhanceOpt
         results = {name: plan.attempt(check, raise_first=raise_first)
                    for name, check in option_checks(spec, options).items()}
         plan.settings = {**(results["ranges"] or {}), "overlap": options.overlap, "samples": options.samples,
-                         "back_projection": options.back_projection}
+                         "back_projection": options.back_projection, "adapt": options.adapt}
         plan.attempt(check_reference, spec, reference_path is not None, raise_first=raise_first)
     plan.image = plan.attempt(read_volume, input_path, raise_first=raise_first)
     if reference_path is not None:
