@@ -7,7 +7,8 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.adaptation import cache
-from mrisr.adaptation.finetune import AdaptSettings, adapted_network
+from mrisr.adaptation.finetune import adapted_network
+from mrisr.adaptation.settings import AdaptSettings
 from mrisr.adaptation.pairs import ScanPairs, SliceProfile, coarse_axes, degrade_line, fine_axes
 from mrisr.errors import CancelledError, InputError
 from mrisr.imaging.geometry import Grid, grid_with_spacing
@@ -136,3 +137,35 @@ def test_cancel_stops_adaptation_and_caches_nothing(thick_scan, isolated_cache):
 def test_budget_out_of_range_is_refused():
     with pytest.raises(InputError, match="adaptation budget"):
         AdaptSettings(seconds=0)
+
+
+def test_enhance_adapts_ressrdiff_once_and_reuses_it_for_other_steps(oblique_thick, isolated_cache):
+    from mrisr.pipeline import EnhanceOptions, enhance
+
+    first, second = [], []
+    options = EnhanceOptions(method="ressrdiff", steps=1, adapt=2.0, target_spacing=(0.9, 0.9, 1.25))
+    result = enhance(oblique_thick, options, progress=first.append)
+    assert result.settings["adapt"] == 2.0 and result.settings["slice_thickness"] is None
+    assert any(e.stage == "adapt" and "step" in e.message for e in first)
+    assert len(list(isolated_cache.glob("*.safetensors"))) == 1
+    plain = enhance(oblique_thick, EnhanceOptions(method="ressrdiff", steps=1, target_spacing=(0.9, 0.9, 1.25)))
+    assert not np.allclose(sitk.GetArrayFromImage(plain.image), sitk.GetArrayFromImage(result.image))
+    enhance(oblique_thick, EnhanceOptions(method="ressrdiff", steps=2, adapt=2.0, target_spacing=(0.9, 0.9, 1.25)),
+            progress=second.append)
+    assert [e.message for e in second if e.stage == "adapt"] == ["adapted weights for this scan from the cache"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"method": "bspline", "adapt": 60.0}, "cannot adapt to the scan"),
+    ({"method": "ressrdiff", "adapt": 1e6}, "adaptation budget"),
+    ({"method": "ressrdiff", "adapt": 60.0, "slice_thickness": 0.0}, "slice thickness"),
+])
+def test_plan_refuses_adaptation_it_cannot_do(tmp_path, oblique_thick, options, message):
+    from mrisr.io.volumes import write_volume
+    from mrisr.plan import EnhanceOptions, catalog, plan_run
+
+    path = write_volume(oblique_thick, tmp_path / "in.nrrd")
+    errors = plan_run(path, EnhanceOptions(**options)).errors
+    assert len(errors) == 1 and message in errors[0]
+    limits = catalog()["limits"]["adapt_seconds"]
+    assert 0 < limits["default"] <= limits["maximum"]

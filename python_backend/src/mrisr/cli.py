@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from mrisr.adaptation.settings import DEFAULT_SECONDS as ADAPT_DEFAULT_SECONDS
 from mrisr.errors import CancelledError, MRISRError
 from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS
 from mrisr.progress import ProgressCallback
@@ -39,6 +40,13 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
                              "(0 = off, the default); helps on real thick-slice scans, hurts when the input's "
                              "contrast differs from the wanted output (low-field)")
     parser.add_argument("--data-consistency", type=int, dest="back_projection", help=argparse.SUPPRESS)  # old name
+    parser.add_argument("--adapt", type=float, nargs="?", const=ADAPT_DEFAULT_SECONDS, default=0.0, metavar="SECONDS",
+                        help="first fine-tune the method on pairs cut from this scan's own fine axes for SECONDS "
+                             f"(default {ADAPT_DEFAULT_SECONDS:g} when given without a value); the result is cached "
+                             "for this input, so re-runs with other steps or samples reuse it (ressrdiff)")
+    parser.add_argument("--slice-thickness", type=float, metavar="MM",
+                        help="slice thickness of the thick axis for --adapt (default: DICOM SliceThickness, else "
+                             "the slice spacing)")
     parser.add_argument("--batch-size", type=int, help="patches or slices per network call")
     parser.add_argument("--planes", default="auto",
                         help="2D methods: slice planes, auto or a comma list of axial, coronal, sagittal "
@@ -75,7 +83,7 @@ def _enhance_options(args: argparse.Namespace):
         method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
         overlap=args.overlap, target_spacing=args.target_spacing, device=args.device, seed=args.seed,
         batch_size=args.batch_size, max_voxels=args.max_voxels, planes=args.planes, samples=args.samples,
-        back_projection=args.back_projection,
+        back_projection=args.back_projection, adapt=args.adapt, slice_thickness=args.slice_thickness,
     )
 
 
@@ -83,6 +91,10 @@ def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from mrisr.pipeline import enhance_file
     from mrisr.plan import check_files
 
+    if args.server:
+        from mrisr.server.commands import enhance_remote
+
+        return enhance_remote(args, progress)
     files = _run_files(args)
     check_files(files, tuple(p for p in (args.input, args.reference, args.reference_seg) if p), args.samples)
     result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress,
@@ -348,11 +360,13 @@ def build_parser(bench: str | None = None) -> argparse.ArgumentParser:
                              "auto = bars on a terminal, nothing otherwise")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
+    from mrisr.server.commands import add_remote_options, add_serve_parser
 
     p = sub.add_parser("enhance", help="enhance a volume (NIfTI/NRRD/MHA file or DICOM folder)")
     p.add_argument("input")
     p.add_argument("output")
     _add_run_options(p)
+    add_remote_options(p)
     p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("plan", help="what enhance would make (output grid, memory, files) or refuse, "
@@ -408,6 +422,7 @@ def build_parser(bench: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     _add_bench_parsers(sub, bench)
     _add_train_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from mrisr.adaptation.settings import AdaptSettings
 from mrisr.device import resolve_device
 from mrisr.imaging.backprojection import back_project
 from mrisr.imaging.foreground import foreground_mask
 from mrisr.imaging.geometry import Grid, resample
 from mrisr.imaging.normalization import robust_scale
 from mrisr.inference.posterior_samples import sample_statistics
-from mrisr.io.volumes import validate_volume, write_volume
+from mrisr.io.volumes import slice_thickness, validate_volume, write_volume
 from mrisr.methods import MethodInput, RunSettings, build_method
 from mrisr.plan import (PLANE_NORMALS, EnhanceOptions, RunFiles, check_options, check_reference, interpolated_input,
                         output_grid, plan_run, slice_axes)
@@ -79,6 +80,7 @@ def enhance(
     started = time.perf_counter()
     spec = get_spec(options.method or default_method())
     settings = resolve_settings(spec, options)
+    thickness = options.slice_thickness or slice_thickness(image)  # before validation copies the image
     image = validate_volume(image)
     settings = dataclasses.replace(settings, slice_axes=slice_axes(options.planes, image.GetDirection()))
     check_reference(spec, reference is not None)
@@ -91,6 +93,9 @@ def enhance(
     ref = None if reference is None else _normalised_reference(reference, grid)
     cancel.check()
     method = build_method(spec)
+    if options.adapt:
+        method.adapt(MethodInput(lr=lr, grid=grid, mask=out_mask, reference=ref, settings=settings),
+                     AdaptSettings(options.adapt, thickness, settings.seed), progress, cancel)
 
     def run(seed: int, report: ProgressCallback) -> np.ndarray:
         inputs = MethodInput(lr=lr, grid=grid, mask=out_mask, reference=ref,
@@ -105,7 +110,8 @@ def enhance(
     uncertainty = None if options.samples == 1 else grid.image_from_array(stats.std * np.float32(scale.high - scale.low))
     seconds = time.perf_counter() - started
     log.info("enhanced with %s to %s in %.1f s (%d sample(s))", spec.name, grid.size, seconds, options.samples)
-    extra = {"samples": options.samples, "back_projection": options.back_projection}
+    extra = {"samples": options.samples, "back_projection": options.back_projection, "adapt": options.adapt,
+             "slice_thickness": thickness}
     return EnhanceResult(output, spec.name, asdict(settings) | extra, seconds,
                          uncertainty=uncertainty)
 

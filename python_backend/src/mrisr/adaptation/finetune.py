@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -20,33 +20,16 @@ import torch
 
 from mrisr.adaptation.cache import cache_key, load_adapted, store_adapted
 from mrisr.adaptation.pairs import ScanPairs, SliceProfile
-from mrisr.errors import InputError
+from mrisr.adaptation.settings import AdaptSettings
 from mrisr.imaging.foreground import foreground_mask
 from mrisr.imaging.geometry import Grid
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent
 
 log = logging.getLogger(__name__)
 
-MAX_SECONDS = 3600.0
 PairLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 """(network in train mode, condition (B, 1, H, W), target (B, 1, H, W), both normalised ~[0, 1], generator)
 → scalar loss: the method's own training objective on these pairs."""
-
-
-@dataclass(frozen=True)
-class AdaptSettings:
-    """How long and on what to fine-tune (the budget is wall-clock seconds on this machine)."""
-
-    seconds: float
-    slice_thickness: float | None = None  # mm; default: the coarse spacing (contiguous slices)
-    seed: int = 0
-    patch: int = 64
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if not 0 < self.seconds <= MAX_SECONDS:
-            raise InputError(f"adaptation budget {self.seconds!r} s is out of range: use 1..{MAX_SECONDS:g} seconds")
 
 
 def _train(network: torch.nn.Module, loss: PairLoss, pairs: ScanPairs, settings: AdaptSettings, device: str,

@@ -17,7 +17,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from mrisr.adaptation.finetune import AdaptSettings, PairLoss, adapted_network
+from mrisr.adaptation.finetune import PairLoss, adapted_network
+from mrisr.adaptation.settings import AdaptSettings
 from mrisr.device import autocast
 from mrisr.diffusion.intensity import from_model_range, to_model_range
 from mrisr.diffusion.resshift import ResShiftSchedule, ResShiftScheduler, denoiser, q_sample, randn
