@@ -169,3 +169,10 @@ def test_plan_refuses_adaptation_it_cannot_do(tmp_path, oblique_thick, options, 
     assert len(errors) == 1 and message in errors[0]
     limits = catalog()["limits"]["adapt_seconds"]
     assert 0 < limits["default"] <= limits["maximum"]
+
+
+def test_pairs_from_a_scan_smaller_than_a_patch_have_the_patch_shape():
+    array = phantom_array((12, 20, 8), seed=1) / 250.0  # x 8 × y 20 samples, z 12
+    pairs = ScanPairs(array, (8.0, 2.0, 2.0), (2.0, 2.0, 2.0), SliceProfile(8.0, 8.0), array > 0.1, 64)
+    condition, target = pairs.batch(np.random.default_rng(3), 6)
+    assert condition.shape == target.shape == (6, 1, 64, 64) and np.isfinite(condition).all()

@@ -111,10 +111,9 @@ class ScanPairs:
         sigma = self.profile.thickness_mm / spacing / FWHM_PER_SIGMA
         separation = self.profile.separation_mm / spacing
         margin = int(math.ceil(3 * sigma + 2 * separation))
-        padded = np.pad(plane, [(margin, margin) if a == axis else (self.patch, self.patch) for a in range(2)],
-                        mode="reflect")
-        padded_mask = np.pad(plane_mask, [(margin, margin) if a == axis else (self.patch, self.patch)
-                                          for a in range(2)])
+        widths = [(self.patch + margin, self.patch + margin) if a == axis else (self.patch, self.patch)
+                  for a in range(2)]  # small scans: every window fits, the head stays where the mask is
+        padded, padded_mask = np.pad(plane, widths, mode="reflect"), np.pad(plane_mask, widths)
         centre = self._window(padded, padded_mask, rng)
         starts = [min(max(c - self.patch // 2, 0), n - self.patch) for c, n in zip(centre, padded.shape)]
         box = [slice(s, s + self.patch) for s in starts]
