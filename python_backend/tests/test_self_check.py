@@ -49,3 +49,28 @@ def test_sharpness_is_measured_along_the_given_axis_only():
     assert through_plane_sharpness(image, 0, mask, 1.0) == 0.0
     assert through_plane_sharpness(image, 2, mask, 1.0) == pytest.approx((1 / 2.0) ** 2 / 7)
     assert coarse_axis(image) == 2 and coarse_axis(make_image(array, spacing=(3.0, 1.0, 2.0))) == 0
+
+
+def test_enhance_reports_the_self_check_of_a_learned_method_only(oblique_thick):
+    from mrisr.pipeline import EnhanceOptions, enhance
+
+    events = []
+    learned = enhance(oblique_thick, EnhanceOptions(method="ressrdiff", steps=1, target_spacing=(0.9, 0.9, 1.25)),
+                      progress=events.append)
+    check = learned.self_check
+    assert check is not None and check.coarse_axis == 2 and check.bspline_consistency_db > 20
+    assert [e.message for e in events if e.stage == "self-check" and e.done == 1] == [check.message]
+    assert enhance(oblique_thick, EnhanceOptions(method="bspline")).self_check is None
+
+
+def test_plan_warns_outside_the_training_range_and_not_inside(tmp_path, oblique_thick):
+    from mrisr.io.volumes import write_volume
+    from mrisr.plan import EnhanceOptions, plan_run
+
+    path = write_volume(oblique_thick, tmp_path / "in.nrrd")  # 0.9 × 0.9 × 5 mm
+    inside = plan_run(path, EnhanceOptions(method="ressrdiff", target_spacing=(0.9, 0.9, 1.0)))
+    assert inside.errors == [] and inside.warnings == []
+    coarse = plan_run(path, EnhanceOptions(method="ressrdiff", target_spacing=(2.5, 2.5, 2.5)))
+    assert len(coarse.warnings) == 2 and "trained for 0.8–1.25 mm" in coarse.warnings[0]
+    assert "×2.0" in coarse.warnings[1] and coarse.to_json()["warnings"] == coarse.warnings
+    assert plan_run(path, EnhanceOptions(method="bspline", target_spacing=(2.5, 2.5, 2.5))).warnings == []

@@ -103,6 +103,8 @@ def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
     spacing = "x".join(f"{v:g}" for v in result.image.GetSpacing())
     samples = f" ({args.samples} samples averaged)" if args.samples > 1 else ""
     print(f"wrote {args.output}: {size} voxels at {spacing} mm with {result.method}{samples} in {result.seconds:.1f} s")
+    if result.self_check is not None:
+        print(result.self_check.message)
     if args.uncertainty:
         print(f"wrote {args.uncertainty}: the samples' per-voxel standard deviation")
     if args.write_interpolated:
@@ -127,6 +129,8 @@ def cmd_plan(args: argparse.Namespace, progress: ProgressCallback) -> int:
                   f"({out['voxels']:,} voxels, {out['memory_mib']:.1f} MiB as float32) with {answer['method']}")
         for role, path in answer["files"].items():
             print(f"{role}: {path}")
+    for warning in plan.warnings:
+        print(f"mrisr: warning: {warning}", file=sys.stderr)
     for error in plan.errors:
         print(f"mrisr: error: {error}", file=sys.stderr)
     return 2 if plan.errors else 0

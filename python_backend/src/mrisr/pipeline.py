@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from mrisr.adaptation.settings import AdaptSettings
 from mrisr.device import resolve_device
+from mrisr.evaluation.self_check import SelfCheck, self_check
 from mrisr.imaging.backprojection import back_project
 from mrisr.imaging.foreground import foreground_mask
 from mrisr.imaging.geometry import Grid, resample
@@ -24,7 +25,7 @@ from mrisr.inference.posterior_samples import sample_statistics
 from mrisr.io.volumes import slice_thickness, validate_volume, write_volume
 from mrisr.methods import MethodInput, RunSettings, build_method
 from mrisr.plan import (PLANE_NORMALS, EnhanceOptions, RunFiles, check_options, check_reference, interpolated_input,
-                        output_grid, plan_run, slice_axes)
+                        output_grid, plan_run, slice_axes, training_range_warnings)
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from mrisr.registry import MethodSpec, default_method, get_spec
 
@@ -45,6 +46,7 @@ class EnhanceResult:
     seconds: float
     timings: dict = field(default_factory=dict)
     uncertainty: sitk.Image | None = None
+    self_check: SelfCheck | None = None  # learned methods: consistency and sharpness next to B-spline's
 
 
 def _device_for(spec: MethodSpec, device: str) -> str:
@@ -85,6 +87,8 @@ def enhance(
     settings = dataclasses.replace(settings, slice_axes=slice_axes(options.planes, image.GetDirection()))
     check_reference(spec, reference is not None)
     grid = output_grid(image, options)
+    for warning in training_range_warnings(spec, image.GetSpacing(), grid.spacing):
+        log.warning(warning)
     array = sitk.GetArrayFromImage(image)
     mask = foreground_mask(array)
     scale = robust_scale(array, mask)
@@ -108,12 +112,23 @@ def enhance(
     output = _consistent_with(grid.image_from_array(scale.invert(stats.mean)), image, options.back_projection,
                               progress, cancel)
     uncertainty = None if options.samples == 1 else grid.image_from_array(stats.std * np.float32(scale.high - scale.low))
+    check = None if spec.kind == "interpolation" else _self_check(output, image, progress)
     seconds = time.perf_counter() - started
     log.info("enhanced with %s to %s in %.1f s (%d sample(s))", spec.name, grid.size, seconds, options.samples)
     extra = {"samples": options.samples, "back_projection": options.back_projection, "adapt": options.adapt,
              "slice_thickness": thickness}
     return EnhanceResult(output, spec.name, asdict(settings) | extra, seconds,
-                         uncertainty=uncertainty)
+                         uncertainty=uncertainty, self_check=check)
+
+
+def _self_check(output: sitk.Image, acquired: sitk.Image, progress: ProgressCallback) -> SelfCheck:
+    """`mrisr.evaluation.self_check` of the output against the input, reported and logged when flagged."""
+    progress(ProgressEvent("self-check", 0, 1, "consistency and sharpness next to B-spline"))
+    check = self_check(output, acquired)
+    progress(ProgressEvent("self-check", 1, 1, check.message))
+    if check.flagged:
+        log.warning(check.message)
+    return check
 
 
 def _consistent_with(output: sitk.Image, acquired: sitk.Image, iterations: int, progress: ProgressCallback,

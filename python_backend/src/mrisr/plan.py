@@ -165,6 +165,27 @@ def slice_axes(planes: str, direction: Sequence[float]) -> tuple[int, ...] | Non
     return tuple(sorted({2 - int(np.argmax(matrix[PLANE_NORMALS[n]])) for n in names}))
 
 
+def training_range_warnings(spec: MethodSpec, input_spacing: Sequence[float],
+                            output_spacing: Sequence[float]) -> list[str]:
+    """One line per way this run lies outside the range the method's weights were trained for (the registry
+    config's "training_range"): it still runs, but its quality there is unmeasured."""
+    trained = spec.config.get("training_range")
+    if not trained:
+        return []
+    warnings = []
+    low, high = trained["output_spacing_mm"]
+    finest = min(output_spacing)
+    if not low <= finest <= high:
+        warnings.append(f"{spec.name} was trained for {low:g}–{high:g} mm output voxels, this run makes {finest:g} mm: "
+                        "check the result against bspline, or use --adapt")
+    low, high = trained["through_plane_factor"]
+    factor = max(i / o for i, o in zip(input_spacing, output_spacing))
+    if not low <= factor <= high:
+        warnings.append(f"{spec.name} was trained for through-plane factors ×{low:g}–×{high:g}, this run is ×{factor:.1f}: "
+                        "check the result against bspline, or use --adapt")
+    return warnings
+
+
 def output_grid(image: sitk.Image, options: EnhanceOptions) -> Grid:
     """The output grid: the input's extent and direction at the target (default finest isotropic) spacing."""
     grid = Grid.of(image)
@@ -207,6 +228,7 @@ class RunPlan:
     output_grid: Grid | None = None
     files: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # runs, but outside what the method was trained for
     image: sitk.Image | None = field(default=None, repr=False)  # the input as read (not part of the answer)
     reference: sitk.Image | None = field(default=None, repr=False)  # the reference as read
 
@@ -232,7 +254,7 @@ class RunPlan:
             copies = 2 if "uncertainty" in self.files else 1
             output["memory_mib"] = round(copies * self.output_grid.num_voxels * OUTPUT_BYTES_PER_VOXEL / 2**20, 1)
         return {"method": self.method, "settings": self.settings, "input": grid(self.input_grid), "output": output,
-                "files": self.files, "errors": self.errors}
+                "files": self.files, "errors": self.errors, "warnings": self.warnings}
 
 
 def plan_run(input_path: str | os.PathLike, options: EnhanceOptions = EnhanceOptions(), files: RunFiles = RunFiles(),
@@ -260,4 +282,6 @@ def plan_run(input_path: str | os.PathLike, options: EnhanceOptions = EnhanceOpt
         plan.input_grid = Grid.of(plan.image)
         plan.attempt(slice_axes, options.planes, plan.image.GetDirection(), raise_first=raise_first)
         plan.output_grid = plan.attempt(output_grid, plan.image, options, raise_first=raise_first)
+    if spec is not None and plan.output_grid is not None:
+        plan.warnings = training_range_warnings(spec, plan.input_grid.spacing, plan.output_grid.spacing)
     return plan
