@@ -72,7 +72,7 @@ def test_intensities_stay_in_the_input_range(enhanced_world):
 
 def test_the_input_view_shows_the_backends_bspline_interpolation(enhanced_world, thick_volume, tmp_path):
     """The Input view's volume is the backend's B-spline of the input on the output grid: the image the
-    input's tissue segmentation is made from (mrisr.plan.interpolated_input)."""
+    input's tissue segmentation is made from (mrisr.imaging.geometry.interpolated_input)."""
     import SimpleITK as sitk
     from mrisr.imaging.geometry import Grid, resample
     from MRISuperResolutionLib import nodeio

@@ -113,7 +113,7 @@ def test_start_step_alone_keeps_the_vdm_grid_of_diffusioniqt():
 
 
 def test_enhance_file_writes_the_interpolated_input_the_segmentation_sees(tmp_path, oblique_thick):
-    """--write-interpolated is the input B-spline-resampled onto the output grid (mrisr.plan.interpolated_input,
+    """--write-interpolated is the input B-spline-resampled onto the output grid (mrisr.imaging.geometry.interpolated_input,
     as segment_enhancement does), so a B-spline enhancement differs from it only by float round-off."""
     from mrisr.imaging.geometry import resample
 

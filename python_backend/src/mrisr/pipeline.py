@@ -19,13 +19,13 @@ from mrisr.device import resolve_device
 from mrisr.evaluation.self_check import SelfCheck, self_check
 from mrisr.imaging.backprojection import back_project
 from mrisr.imaging.foreground import foreground_mask
-from mrisr.imaging.geometry import Grid, resample
+from mrisr.imaging.geometry import Grid, interpolated_input, resample
 from mrisr.imaging.normalization import robust_scale
 from mrisr.inference.posterior_samples import sample_statistics
 from mrisr.io.volumes import slice_thickness, validate_volume, write_volume
 from mrisr.methods import MethodInput, RunSettings, build_method
-from mrisr.plan import (PLANE_NORMALS, EnhanceOptions, RunFiles, check_options, check_reference, interpolated_input,
-                        output_grid, plan_run, slice_axes, training_range_warnings)
+from mrisr.plan import (PLANE_NORMALS, EnhanceOptions, RunFiles, check_options, check_reference, output_grid,
+                        plan_run, slice_axes, training_range_warnings)
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from mrisr.registry import MethodSpec, default_method, get_spec
 
@@ -154,7 +154,7 @@ def enhance_file(
     interpolated_path: str | os.PathLike | None = None,
 ) -> EnhanceResult:
     """Read, enhance and atomically write; also the uncertainty map (needs samples > 1) and the input
-    interpolated onto the output grid (`mrisr.plan.interpolated_input`) when their paths are given.
+    interpolated onto the output grid (`mrisr.imaging.geometry.interpolated_input`) when their paths are given.
 
     Everything is checked first (`mrisr.plan.plan_run`, as `mrisr plan` does); the inputs are never
     overwritten and a failure writes nothing.

@@ -18,14 +18,13 @@ import SimpleITK as sitk
 from mrisr.adaptation import settings as adaptation
 from mrisr.errors import InputError
 from mrisr.imaging import backprojection
-from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS, Grid, finest_isotropic_spacing, grid_with_spacing, resample
+from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS, INPUT_INTERPOLATOR, Grid, finest_isotropic_spacing, grid_with_spacing
 from mrisr.inference import posterior_samples
 from mrisr.io.volumes import check_output_path, read_volume
 from mrisr.registry import MethodSpec, default_method, get_spec, method_specs
 from mrisr.segmentation.runs import SegmentationPaths
 
 DEFAULT_OVERLAP = 0.25
-INPUT_INTERPOLATOR = "bspline"  # the input on the output grid: the Input view, --write-interpolated, --segment
 OUTPUT_BYTES_PER_VOXEL = 4  # float32
 PLANE_NORMALS = {"sagittal": 0, "coronal": 1, "axial": 2}  # patient (LPS) axis each plane is perpendicular to
 
@@ -191,11 +190,6 @@ def output_grid(image: sitk.Image, options: EnhanceOptions) -> Grid:
     grid = Grid.of(image)
     spacing = options.target_spacing or finest_isotropic_spacing(grid)
     return grid_with_spacing(grid, spacing, options.max_voxels)
-
-
-def interpolated_input(image: sitk.Image, grid: Grid) -> sitk.Image:
-    """The input interpolated onto the output grid, as the Input view shows it and `--segment` segments it."""
-    return resample(image, grid, INPUT_INTERPOLATOR)
 
 
 def check_files(files: RunFiles, protect: tuple[str | os.PathLike, ...], samples: int) -> None:

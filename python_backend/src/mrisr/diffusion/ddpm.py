@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from mrisr.diffusion.noise import Generators, randn
-from mrisr.diffusion.scheduler import Denoiser, evenly_spaced, truncated_levels
+from mrisr.diffusion.scheduler import evenly_spaced, truncated_levels
 
 
 @dataclass(frozen=True)

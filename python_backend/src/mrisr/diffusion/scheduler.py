@@ -19,7 +19,7 @@ patches, slices or files, and `sample` adds no `torch.no_grad`: training may bac
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 import torch
 

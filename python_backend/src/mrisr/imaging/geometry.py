@@ -104,13 +104,21 @@ def grid_with_spacing(
     voxels = int(np.prod(size, dtype=np.int64))
     if voxels > max_voxels:
         raise InputError(
-            f"target spacing {spacing} would make a {tuple(size)} output ({voxels:,} voxels), over the "
+            f"target spacing {spacing} would make a {tuple(int(v) for v in size)} output ({voxels:,} voxels), over the "
             f"budget of {max_voxels:,}: choose a coarser spacing or raise --max-voxels"
         )
     new_spacing = np.asarray(spacing)
     low, _ = grid.extent_corners()
     origin = low + grid.direction_matrix() @ (0.5 * new_spacing)
     return Grid(tuple(int(v) for v in size), spacing, tuple(float(v) for v in origin), grid.direction)
+
+
+INPUT_INTERPOLATOR = "bspline"  # the input on the output grid: the Input view, --write-interpolated, --segment
+
+
+def interpolated_input(image: sitk.Image, grid: Grid) -> sitk.Image:
+    """The input interpolated onto the output grid, as the Input view shows it and `--segment` segments it."""
+    return resample(image, grid, INPUT_INTERPOLATOR)
 
 
 def resample(image: sitk.Image, grid: Grid, interpolator: str = "bspline", default_value: float = 0.0) -> sitk.Image:

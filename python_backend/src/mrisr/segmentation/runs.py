@@ -11,8 +11,7 @@ from typing import Any
 import SimpleITK as sitk
 
 from mrisr.segmentation.agreement import agreement_table, label_volumes_ml
-from mrisr.imaging.geometry import Grid, resample
-from mrisr.imaging.geometry import check_same_grid
+from mrisr.imaging.geometry import Grid, check_same_grid, interpolated_input
 from mrisr.progress import CancelToken, ProgressCallback, no_progress
 from mrisr.io.reporting import write_json
 from mrisr.segmentation.segmenter import segment_image
@@ -68,7 +67,7 @@ def segment_enhancement(input_image: sitk.Image, enhanced: sitk.Image, paths: Se
                         cancel: CancelToken | None = None) -> dict[str, Any]:
     """Segment the input interpolated (B-spline) onto the enhanced grid and the enhanced volume; write
     both label maps and a JSON report of their agreement (and of each with `reference_seg`)."""
-    interpolated = resample(input_image, Grid.of(enhanced), "bspline")
+    interpolated = interpolated_input(input_image, Grid.of(enhanced))
     input_labels = segment_image(interpolated, segmenter, device, progress, cancel)
     output_labels = segment_image(enhanced, segmenter, device, progress, cancel)
     report: dict[str, Any] = {"segmenter": segmenter, "spacing_mm": list(enhanced.GetSpacing()),

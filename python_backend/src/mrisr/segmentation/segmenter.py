@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from mrisr.errors import InputError
 from mrisr.imaging.foreground import foreground_mask
 from mrisr.imaging.normalization import robust_scale
-from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from mrisr.progress import CancelToken, ProgressCallback, no_progress
 from mrisr.inference.slicewise import SlicePlan, enhance_slicewise
 from mrisr.io.volumes import validate_volume
 
