@@ -331,3 +331,46 @@ def test_serve_arguments_default_to_loopback_and_print_a_generated_token(tmp_pat
     assert args.host == "127.0.0.1" and len(config.token) >= 24 and config.token in capsys.readouterr().out
     with pytest.raises(InputError, match="go together"):
         server_config(parser.parse_args(["serve", "--device", "cpu", "--ssl-certfile", "c.pem"]))
+
+
+def _remote_enhance_process(url: str, thick: Path, output: Path) -> subprocess.Popen:
+    """`mrisr enhance --server` as the Slicer module runs it: JSON progress, token in the environment, a
+    stdin pipe it watches."""
+    return subprocess.Popen([sys.executable, "-m", "mrisr.cli", "--progress", "json", "enhance", str(thick),
+                             str(output), "--method", SLOW.method, "--steps", str(SLOW.steps), "--start-step",
+                             str(SLOW.start_step), "--server", url, "--cancel-on-stdin-close"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {"MRISR_SERVER_TOKEN": TOKEN}, start_new_session=True)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "stdin closed"])
+def test_the_command_line_client_cancels_its_server_job_when_stopped(server, thick, tmp_path, how):
+    import json
+
+    url, queue = server
+    output = tmp_path / "out.nii.gz"
+    client = _remote_enhance_process(url, thick, output)
+    job_id, stage = None, None
+    try:
+        for line in client.stderr:  # one JSON event per line; the upload event names the job
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("stage") == "upload" and event.get("done") == 1:
+                job_id = event["message"].split()[1].rstrip(",")
+            stage = event.get("stage", stage)
+            if job_id and stage not in ("upload", "load"):
+                break
+        assert job_id and queue.get(job_id).state == "running", "the job did not start on the server"
+        if how == "sigterm":
+            client.send_signal(signal.SIGTERM)
+        else:
+            client.stdin.close()
+        code = client.wait(timeout=30)
+        rest = client.stderr.read()
+        assert code == 130 and "mrisr: cancelled" in rest, rest
+    finally:
+        if client.poll() is None:
+            os.killpg(client.pid, signal.SIGKILL)
+        client.wait(timeout=10)
+    job = queue.get(job_id)
+    assert job is None or job.state == "cancelled", "the server job was left running"
+    assert not output.exists()

@@ -6,16 +6,20 @@ Imports nothing of the server stack at module level, so the CLI starts without t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from mrisr.errors import InputError
 from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS
-from mrisr.progress import ProgressCallback
+from mrisr.progress import CancelToken, ProgressCallback
 from mrisr.server.config import TOKEN_ENVIRONMENT, ServerConfig, new_token
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,9 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
     """Add --server and --token to `mrisr enhance`."""
     parser.add_argument("--server", help="run on a `mrisr serve` server at this URL (e.g. https://gpu.example:8765)")
     parser.add_argument("--token", help=f"the server's token (default ${TOKEN_ENVIRONMENT})")
+    parser.add_argument("--cancel-on-stdin-close", action="store_true",
+                        help="with --server: cancel the server's job when standard input closes (for GUIs that "
+                             "start this command with a pipe; SIGTERM and Ctrl-C cancel it too)")
 
 
 def _device_and_workers(device: str, workers: int | None) -> tuple[str, int]:
@@ -121,9 +128,12 @@ def enhance_remote(args: argparse.Namespace, progress: ProgressCallback) -> int:
     if not token:
         raise InputError(f"--server needs the server's token: pass --token or set {TOKEN_ENVIRONMENT}")
     options = EnhanceOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EnhanceOptions)})
-    with ServerClient(args.server, token) as client:
+    cancel = CancelToken()
+    with cancelled_by_signals(cancel), ServerClient(args.server, token) as client:
+        if getattr(args, "cancel_on_stdin_close", False):
+            cancel_when_stdin_closes(cancel)
         result = enhance_remote_file(client, args.input, args.output, options, args.reference, progress,
-                                     uncertainty_path=args.uncertainty,
+                                     cancel=cancel, uncertainty_path=args.uncertainty,
                                      interpolated_path=args.write_interpolated, segment=args.segment,
                                      segmenter=args.segmenter, reference_seg=args.reference_seg)
     size = "x".join(str(v) for v in result.summary["size"])
@@ -139,6 +149,46 @@ def enhance_remote(args: argparse.Namespace, progress: ProgressCallback) -> int:
         print(format_agreement(result.summary["tissues"]["input_vs_output"]))
         print("wrote " + ", ".join(str(p) for name, p in result.files.items() if "seg" in name or "tissues" in name))
     return 0
+
+
+@contextlib.contextmanager
+def cancelled_by_signals(cancel: CancelToken) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT (Ctrl-C, `--parent-pid`'s watchdog) set `cancel` instead of killing
+    the process, so the remote job is cancelled (DELETE) before the client exits; a second signal acts as
+    usual. Only the main thread can install handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watched = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {sig: signal.getsignal(sig) for sig in watched}
+
+    def handle(signum: int, frame: object) -> None:
+        cancel.cancel()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in watched:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cancel_when_stdin_closes(cancel: CancelToken) -> threading.Thread:
+    """Set `cancel` once standard input reaches its end (the GUI that holds the pipe closed it or died)."""
+    def watch() -> None:  # raw reads: a daemon thread must hold no lock of sys.stdin at interpreter exit
+        with contextlib.suppress(OSError, ValueError):
+            while os.read(descriptor, 4096):
+                pass
+        cancel.cancel()
+
+    descriptor = sys.stdin.fileno()
+
+    watcher = threading.Thread(target=watch, name="mrisr-stdin-watch", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def main(argv: list[str] | None = None) -> int:
