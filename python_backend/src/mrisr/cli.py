@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from mrisr.adaptation.settings import DEFAULT_SECONDS as ADAPT_DEFAULT_SECONDS
@@ -363,6 +365,9 @@ def build_parser(bench: str | None = None) -> argparse.ArgumentParser:
                         help="progress on stderr: tqdm bars with ETA, JSON lines (for GUIs) or nothing; "
                              "auto = bars on a terminal, nothing otherwise")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--parent-pid", type=int, metavar="PID",
+                        help="stop as on Ctrl-C (no output, temporary files removed; a --server job is cancelled) "
+                             "once process PID has ended: for GUIs such as the Slicer module that start mrisr")
     sub = parser.add_subparsers(dest="command", required=True)
     from mrisr.server.commands import add_remote_options, add_serve_parser
 
@@ -430,10 +435,56 @@ def build_parser(bench: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+PARENT_CHECK_SECONDS = 1.0
+PARENT_GONE_GRACE_SECONDS = 30.0  # after the interrupt, how long the clean-up may take before a hard exit
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (Windows: without os.kill, which would terminate it)."""
+    if os.name == "nt":
+        import ctypes
+
+        kernel = ctypes.windll.kernel32
+        handle = kernel.OpenProcess(0x00100000, False, pid)  # SYNCHRONIZE
+        if not handle:
+            return False
+        try:
+            return kernel.WaitForSingleObject(handle, 0) == 0x102  # WAIT_TIMEOUT: not signalled, still running
+        finally:
+            kernel.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_parent(pid: int) -> threading.Thread:
+    """A daemon thread that interrupts this command like Ctrl-C once process `pid` has ended, so that
+    outputs and temporary files are cleaned up as on an interrupt; exits hard if that takes too long."""
+    import _thread
+
+    def watch() -> None:
+        while _process_alive(pid):
+            time.sleep(PARENT_CHECK_SECONDS)
+        log.warning("process %d that started mrisr has ended: stopping", pid)
+        _thread.interrupt_main()
+        time.sleep(PARENT_GONE_GRACE_SECONDS)
+        os._exit(130)
+
+    watcher = threading.Thread(target=watch, name="mrisr-parent-watch", daemon=True)
+    watcher.start()
+    return watcher
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mrisr` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_selected_bench(argv)).parse_args(argv)
+    if args.parent_pid is not None:
+        _watch_parent(args.parent_pid)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     kind = args.progress if args.progress != "auto" else ("bar" if sys.stderr.isatty() else "none")
     progress, close = make_progress(kind)
