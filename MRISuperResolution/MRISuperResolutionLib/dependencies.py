@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -17,7 +18,11 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .parameters import EnhanceError, MethodCatalog, RunPlan
-from .process import BackendProcess, defaultPythonExecutable
+from .process import BackendProcess, defaultPythonExecutable, errorMessage
+
+MINIMUM_SLICER = (5, 10)  # the first Slicer with a Python the backend runs on
+MINIMUM_PYTHON = (3, 10)  # python_backend/pyproject.toml requires-python
+TOKEN_ENVIRONMENT = "MRISR_SERVER_TOKEN"  # how the backend's server client gets its token (never argv)
 
 MODULE_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
@@ -43,6 +48,80 @@ except Exception as exc:
     report["torch_error"] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(report))
 """
+
+
+# Asks a `mrisr serve` server for GET /v1/methods through the backend's own client (Slicer never imports
+# mrisr); the token comes from the environment so that it never shows in a process list.
+SERVER_PROBE_SCRIPT = r"""
+import json, os, sys
+from mrisr.errors import MRISRError
+try:
+    from mrisr.server.client import ServerClient
+    with ServerClient(sys.argv[1], os.environ.get("MRISR_SERVER_TOKEN", ""), timeout=float(sys.argv[2])) as client:
+        print(json.dumps(client.methods()))
+except ImportError as exc:
+    sys.exit(f"mrisr: error: the backend's server client needs httpx ({exc}): pip install 'mrisr[server]'")
+except MRISRError as exc:
+    sys.exit(f"mrisr: error: {exc}")
+"""
+
+
+def versionProblem(slicerVersion: tuple[int, ...], pythonVersion: Sequence[int]) -> Optional[str]:
+    """Why this Slicer cannot run the backend (one line, what to do), or None when it can."""
+    if tuple(slicerVersion[:2]) >= MINIMUM_SLICER and tuple(pythonVersion[:2]) >= MINIMUM_PYTHON:
+        return None
+    have = ".".join(str(v) for v in slicerVersion)
+    python = ".".join(str(v) for v in pythonVersion[:3])
+    return (f"MRISuperResolution needs 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or later (Python "
+            f"{MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]}+); this is Slicer {have} with Python {python}: install a current "
+            "Slicer from download.slicer.org (nothing was downloaded)")
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a `mrisr serve` server answered to GET /v1/methods: its methods, device, GPUs and limits."""
+
+    url: str
+    device: str
+    workers: int
+    gpus: tuple[dict, ...]
+    catalog: MethodCatalog
+
+    @classmethod
+    def fromDocument(cls, url: str, document: dict) -> "ServerInfo":
+        server = document.get("server") or {}
+        return cls(url, str(server.get("device", "cpu")), int(server.get("workers", 1)),
+                   tuple(server.get("gpus") or ()), MethodCatalog.fromRegistry(document))
+
+    def summary(self) -> str:
+        """One line for the panel: device and GPUs (free memory), workers and the methods offered."""
+        if self.gpus:
+            where = ", ".join(f"{gpu.get('name', gpu.get('device'))} ({gpu.get('free_mib', 0) / 1024:.0f} of "
+                              f"{gpu.get('total_mib', 0) / 1024:.0f} GiB free)" for gpu in self.gpus)
+        else:
+            where = "CPU only" if self.device == "cpu" else self.device
+        return f"{where}; {self.workers} worker(s); methods: {', '.join(self.catalog.names)}"
+
+
+def probeServer(pythonExecutable: Optional[str], url: str, token: Optional[str], timeout: float = 30.0) -> ServerInfo:
+    """Test the connection to a server (the backend's Python runs its client); EnhanceError with the
+    client's one-line message (unreachable, refused token, …) when it fails."""
+    python = pythonExecutable or defaultPythonExecutable()
+    if not url or not url.strip():
+        raise EnhanceError("no server URL given: enter the address `mrisr serve` printed, e.g. http://gpu.example:8765")
+    env = dict(os.environ)
+    if token:
+        env[TOKEN_ENVIRONMENT] = token
+    try:
+        completed = subprocess.run([python, "-c", SERVER_PROBE_SCRIPT, url.strip(), str(timeout)], capture_output=True,
+                                   text=True, timeout=timeout + 30, stdin=subprocess.DEVNULL, env=env)
+    except OSError as exc:
+        raise EnhanceError(f"cannot start the backend with {python!r}: {exc.strerror or exc}") from None
+    except subprocess.TimeoutExpired:
+        raise EnhanceError(f"the server at {url} did not answer within {timeout:g} s: check the URL and the network") from None
+    if completed.returncode != 0 or not completed.stdout.lstrip().startswith("{"):
+        raise EnhanceError(errorMessage(completed.stderr.splitlines(), completed.returncode))
+    return ServerInfo.fromDocument(url.strip(), json.loads(completed.stdout))
 
 
 @dataclass(frozen=True)
@@ -193,11 +272,16 @@ def pipInstallSteps(constraintsFile: str, backendSource: Path, requirementsFile:
 
 
 def installBackend(pipInstall: Callable[[list[str]], None], installTorch: Optional[Callable[[], None]] = None,
-                   backendSource: Optional[Path] = None) -> None:
+                   backendSource: Optional[Path] = None, slicerVersion: Optional[tuple[int, ...]] = None,
+                   pythonVersion: Sequence[int] = tuple(sys.version_info[:3])) -> None:
     """Install torch (through `installTorch`, e.g. the PyTorch extension), the requirements and the backend.
 
-    `pipInstall` receives pip arguments (after `pip install`), e.g. `slicer.util.pip_install`.
+    `pipInstall` receives pip arguments (after `pip install`), e.g. `slicer.util.pip_install`. An older
+    Slicer (Python < 3.10) is refused before anything is downloaded.
     """
+    problem = versionProblem(slicerVersion or MINIMUM_SLICER, pythonVersion)
+    if problem:
+        raise EnhanceError(problem)
     source = backendSource or backendSourceDir()
     if source is None:
         raise EnhanceError("the backend source (python_backend with pyproject.toml) was not found next to the module: "

@@ -9,6 +9,10 @@ only when a run succeeds: the enhanced volume (its own geometry), the input inte
 by the backend (`--write-interpolated`: the image the input's tissue segmentation is made from) and
 their difference are built outside the scene first and added in one go; on failure or cancel nothing is
 added and the temporary folder is removed.
+
+With a server (`server=URL`, or `logic.server`), the same local backend process runs as a client of
+`mrisr serve` (`enhance --server URL`, the token in its environment): progress, cancel (which cancels the
+server's job too), results and failures take exactly the local path.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .uncertainty import showAsUncertainty
 from .dependencies import loadCatalog, planRun
 from .layout import ComparisonLayout
 from .parameters import EnhanceCancelled, EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo, RunPlan
-from .process import BackendProcess, ProgressUpdate, backendCommand, defaultPythonExecutable
+from .process import BackendProcess, ProgressUpdate, backendCommand, defaultPythonExecutable, processAlive
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +48,41 @@ UNCERTAINTY_FILE = "uncertainty"
 INTERPOLATED_FILE = "interpolated"
 ATTRIBUTE_PREFIX = "MRISuperResolution."
 TEMP_PREFIX = "MRISR-"
+OWNER_FILE = "owner.pid"  # in each temporary folder: the Slicer process it belongs to
+SELF_CHECK_STAGE = "self-check"
+TOKEN_ENVIRONMENT = "MRISR_SERVER_TOKEN"
 FILE_SUFFIX = ".nii"
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+
+def removeOrphanedWorkDirs(root: str) -> list[str]:
+    """Remove this module's temporary folders under `root` whose Slicer process has ended (its backend
+    stopped itself through --parent-pid, but could not remove the inputs Slicer wrote); returns them."""
+    removed = []
+    try:
+        names = [name for name in os.listdir(root) if name.startswith(TEMP_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(root, name)
+        try:
+            with open(os.path.join(folder, OWNER_FILE), encoding="utf-8") as owner:
+                pid = int(owner.read().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if pid != os.getpid() and not processAlive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def resultName(inputNode, method: MethodInfo, parameters: EnhanceParameters) -> str:
+    """`<input> enhanced (<method>, <steps>)`, e.g. "T1 enhanced (ressrdiff, 1 step)" or "T1 enhanced (bspline)"."""
+    details = [method.name, method.stepsLabel(parameters.steps)]
+    if parameters.adapt:
+        details.append("adapted")
+    return f"{inputNode.GetName()} enhanced ({', '.join(d for d in details if d)})"
 
 
 class EnhanceJob:
@@ -68,11 +104,15 @@ class EnhanceJob:
         self.onFinished = onFinished
         self.state = RUNNING
         self.progress: Optional[ProgressUpdate] = None
+        self.updates: list[ProgressUpdate] = []  # every progress line of the run, in order
         self.fraction = 0.0
         self.outputNode = None
         self.errorMessage = ""
         self.started = time.monotonic()
         self.seconds: Optional[float] = None
+        self.selfCheck = ""  # the backend's self-check verdict of a learned run ("self-check ok (…)" / "…FLAGGED…")
+        self.warnings: tuple[str, ...] = plan.warnings  # the run goes ahead, e.g. outside the training range
+        self.server: Optional[str] = None  # the server's URL for a remote run
 
     @property
     def running(self) -> bool:
@@ -82,7 +122,9 @@ class EnhanceJob:
         if self.state == RUNNING:
             return f"{self.method.name}: {self.progress.text()}" if self.progress else f"{self.method.name}: starting"
         if self.state == SUCCEEDED:
-            return f"{self.method.name} finished in {self.seconds:.1f} s"
+            where = f" on {self.server}" if self.server else ""
+            check = f"; {self.selfCheck}" if self.selfCheck else ""
+            return f"{self.method.name} finished in {self.seconds:.1f} s{where}{check}"
         if self.state == CANCELLED:
             return "cancelled: the scene was left unchanged"
         return f"failed: {self.errorMessage}"
@@ -92,9 +134,12 @@ class EnhanceJob:
         if self.state != RUNNING:
             return False
         updates = self.process.poll()
+        self.updates += updates
         for update in updates:
             self.progress = update
             self.fraction = max(self.fraction, update.overallFraction)
+            if update.stage == SELF_CHECK_STAGE and update.total > 0 and update.done >= update.total:
+                self.selfCheck = update.message
         if updates:
             self._call(self.onProgress)
         if not self.process.finished:
@@ -103,10 +148,15 @@ class EnhanceJob:
         return False
 
     def cancel(self) -> None:
-        """Kill the backend's process tree; nothing is added to the scene."""
+        """Kill the backend's process tree (a remote run cancels its server job first); nothing is added
+        to the scene. The job ends as cancelled even when the process tree could not be stopped in time."""
         if self.state == RUNNING:
-            self.process.cancel()
-            self.poll()
+            try:
+                self.process.cancel()
+            except Exception:  # never leave the job "running" because stopping the process failed
+                log.exception("stopping the backend failed")
+                self.process.cancelled = True
+            self._finish()
 
     def wait(self, idle: Optional[Callable[[], None]] = None, interval: float = 0.05,
              timeout: Optional[float] = None):
@@ -170,6 +220,8 @@ class EnhanceLogic:
         self._applicationLogic = applicationLogic
         self._catalog: Optional[MethodCatalog] = None
         self.idle: Optional[Callable[[], None]] = None
+        self.server: Optional[str] = None  # a `mrisr serve` URL: runs go there unless enhance(server=...) says otherwise
+        self.serverToken: Optional[str] = None  # its token (else $MRISR_SERVER_TOKEN of this process)
 
     @property
     def scene(self):
@@ -206,7 +258,8 @@ class EnhanceLogic:
                 onProgress: Optional[Callable[[EnhanceJob], None]] = None,
                 onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False,
                 segment: bool = False, samples: int = 1, backProjection: int = 0,
-                dataConsistency: Optional[int] = None):
+                dataConsistency: Optional[int] = None, adapt: float = 0.0, sliceThickness: Optional[float] = None,
+                server: Optional[str] = None, token: Optional[str] = None):
         """Enhance `inputNode`; options left as None take the method's defaults.
 
         Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
@@ -218,15 +271,19 @@ class EnhanceLogic:
         uncertainty volume (their per-voxel standard deviation) is added: `logic.uncertaintyNode(out)`.
         `backProjection` > 0 back-projects the output toward the acquired slices that many times (helps on
         real thick-slice scans, hurts when the input's contrast differs from the wanted one);
-        `dataConsistency` is its former name, still accepted.
+        `dataConsistency` is its former name, still accepted. `adapt` > 0 first fine-tunes the method on
+        the scan itself for that many seconds (methods whose registry entry allows it; `sliceThickness` in
+        mm overrides the slice profile); a learned run reports its self-check (`job.selfCheck`,
+        `logic.selfCheck(out)`). `server` (default `logic.server`) runs on a `mrisr serve` server with
+        `token` (default `logic.serverToken`, else $MRISR_SERVER_TOKEN).
         """
         if dataConsistency is not None:
             backProjection = dataConsistency
         parameters = EnhanceParameters(method, steps, startStep, patchSize, overlap, targetSpacing, device, seed,
-                                       batchSize, segment, samples, backProjection)
+                                       batchSize, segment, samples, backProjection, adapt, sliceThickness)
         if showResults:
             onFinished = self._showingResults(onFinished)
-        job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished)
+        job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished, server, token)
         return job if not blocking else job.wait(idle=self.idle)
 
     def _showingResults(self, onFinished):
@@ -238,9 +295,10 @@ class EnhanceLogic:
         return finished
 
     def start(self, inputNode, parameters: EnhanceParameters, referenceNode=None, outputNode=None,
-              onProgress=None, onFinished=None) -> EnhanceJob:
+              onProgress=None, onFinished=None, server: Optional[str] = None, token: Optional[str] = None) -> EnhanceJob:
         """Write the inputs to a temporary folder, have the backend check the run (`mrisr plan`), then
-        start it; returns the running job. A refusal raises EnhanceError with the backend's message."""
+        start it (here, or as a client of the server `server`); returns the running job. A refusal raises
+        EnhanceError with the backend's message; the plan's warnings are logged and kept in `job.warnings`."""
         nodeio.checkInputVolume(inputNode)
         method = self.methodCatalog().get(parameters.method)
         parameters = parameters.replace(method=method.name)
@@ -248,15 +306,19 @@ class EnhanceLogic:
             nodeio.checkInputVolume(referenceNode, "reference")
         if outputNode is not None and outputNode in (inputNode, referenceNode):
             raise EnhanceError("the output volume must differ from the input and reference volumes")
-        workDir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.tempRoot)
+        server = (server or self.server or "").strip() or None
+        workDir = self._newWorkDir()
         try:
             inputPath, arguments = self._writeInputs(workDir, inputNode, referenceNode if method.needsReference else None,
                                                      parameters, method)
             outputPath = os.path.join(workDir, "enhanced" + FILE_SUFFIX)
             plan = planRun(self.python(), inputPath, outputPath, arguments)
             plan.check()
+            for warning in plan.warnings:
+                log.warning("%s", warning)
             command = backendCommand(self.python()) + ["enhance", inputPath, outputPath, *arguments]
-            process = BackendProcess(command).start()
+            process = self._remoteProcess(command, server, token) if server else BackendProcess(command)
+            process.start()
         except FileNotFoundError as exc:
             shutil.rmtree(workDir, ignore_errors=True)
             raise EnhanceError(str(exc)) from None
@@ -264,8 +326,28 @@ class EnhanceLogic:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
         job = EnhanceJob(self, process, workDir, inputNode, outputNode, method, parameters, plan, onProgress, onFinished)
+        job.server = server
         self.schedulePolling(job)
         return job
+
+    def _remoteProcess(self, command: list[str], server: str, token: Optional[str]) -> BackendProcess:
+        """The local backend as a client of `server`: the token travels in its environment, never on its
+        command line, and closing its stdin (cancel, or Slicer gone) cancels the server's job."""
+        env = dict(os.environ)
+        token = token or self.serverToken
+        if token:
+            env[TOKEN_ENVIRONMENT] = token
+        return BackendProcess(command + ["--server", server, "--cancel-on-stdin-close"], env=env, stdinPipe=True)
+
+    def _newWorkDir(self) -> str:
+        """A temporary folder for one run, marked with this process's id; folders of runs whose Slicer
+        has died (crashed, killed) are removed first."""
+        root = self.tempRoot or tempfile.gettempdir()
+        removeOrphanedWorkDirs(root)
+        workDir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root)
+        with open(os.path.join(workDir, OWNER_FILE), "w", encoding="utf-8") as owner:
+            owner.write(str(os.getpid()))
+        return workDir
 
     def plan(self, inputNode, parameters: Optional[EnhanceParameters] = None, referenceNode=None) -> RunPlan:
         """The backend's plan for enhancing `inputNode` (output grid, voxels, memory, refusals), without a run.
@@ -276,7 +358,7 @@ class EnhanceLogic:
         nodeio.checkInputVolume(inputNode)
         method = self.methodCatalog().get((parameters or EnhanceParameters()).method)
         parameters = (parameters or EnhanceParameters()).forMethod(method)
-        workDir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.tempRoot)
+        workDir = self._newWorkDir()
         try:
             inputPath, arguments = self._writeInputs(workDir, inputNode, referenceNode if method.needsReference else None,
                                                      parameters, method)
@@ -319,8 +401,11 @@ class EnhanceLogic:
         existing = {role: nodeio.referencedNode(outputNode, role) for role in (INTERPOLATED_ROLE, DIFFERENCE_ROLE)}
         created = []
         before = nodeio.nodeIDs(scene)
+        name = resultName(inputNode, job.method, job.parameters)
         try:
-            outputNode = self._put(enhanced, f"{inputNode.GetName()} enhanced", outputNode, created)
+            outputNode = self._put(enhanced, name, outputNode, created)
+            if outputNode not in created:
+                outputNode.SetName(name)  # a node reused on purpose is renamed for this input and method
             interpolatedNode = self._put(interpolated, f"{inputNode.GetName()} interpolated",
                                          existing[INTERPOLATED_ROLE], created)
             differenceNode = self._put(difference, f"{outputNode.GetName()} difference", existing[DIFFERENCE_ROLE],
@@ -335,8 +420,14 @@ class EnhanceLogic:
             outputNode.SetNodeReferenceID(INPUT_ROLE, inputNode.GetID())
             outputNode.SetNodeReferenceID(INTERPOLATED_ROLE, interpolatedNode.GetID())
             outputNode.SetNodeReferenceID(DIFFERENCE_ROLE, differenceNode.GetID())
-            replaced = self._addSegmentations(job, outputNode, created) if job.parameters.segment else []
-            replaced += self._addUncertainty(job, outputNode, created) if job.parameters.samples > 1 else []
+            if existing[INTERPOLATED_ROLE] is not None:
+                existing[INTERPOLATED_ROLE].SetName(f"{inputNode.GetName()} interpolated")
+            if existing[DIFFERENCE_ROLE] is not None:
+                existing[DIFFERENCE_ROLE].SetName(f"{outputNode.GetName()} difference")
+            replaced = (self._addSegmentations(job, outputNode, created) if job.parameters.segment
+                        else self._detach(outputNode, (INPUT_SEGMENTATION_ROLE, OUTPUT_SEGMENTATION_ROLE, TISSUE_TABLE_ROLE)))
+            replaced += (self._addUncertainty(job, outputNode, created) if job.parameters.samples > 1
+                         else self._detach(outputNode, (UNCERTAINTY_ROLE,)))
             self._recordProvenance(outputNode, job)
         except BaseException:
             nodeio.removeNodes(scene, reversed(created))
@@ -344,6 +435,13 @@ class EnhanceLogic:
             raise
         nodeio.removeNodes(scene, replaced)  # a re-run into the same output replaces its segmentations
         return outputNode
+
+    @staticmethod
+    def _detach(outputNode, roles: Sequence[str]) -> list:
+        """The nodes an earlier run into `outputNode` made for `roles`: removed once this run succeeded (the
+        scene drops the references with them), so they are never shown as if they belonged to the new result."""
+        stale = [nodeio.referencedNode(outputNode, role) for role in roles]
+        return [node for node in stale if node is not None]
 
     def _addSegmentations(self, job: EnhanceJob, outputNode, created: list) -> list:
         """Segmentation nodes of the interpolated input and the output, and their agreement table;
@@ -396,6 +494,12 @@ class EnhanceLogic:
         outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Method", job.method.name)
         outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Parameters", json.dumps(settings, default=list, sort_keys=True))
         outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Seconds", f"{time.monotonic() - job.started:.1f}")
+        outputNode.SetAttribute(ATTRIBUTE_PREFIX + "SelfCheck", job.selfCheck or None)
+        outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Server", job.server or None)
+
+    def selfCheck(self, outputNode) -> str:
+        """The backend's self-check line of the run that made `outputNode` ("" for interpolation)."""
+        return outputNode.GetAttribute(ATTRIBUTE_PREFIX + "SelfCheck") or ""
 
     # Display
 

@@ -71,6 +71,18 @@ class MethodInfo:
     def usesPatches(self) -> bool:
         return self.patchSize is not None
 
+    @property
+    def adapts(self) -> bool:
+        """The method can be fine-tuned on the scan itself first (`enhance --adapt`; registry "adaptation")."""
+        return bool(self.config.get("adaptation", False))
+
+    def stepsLabel(self, steps: Optional[int]) -> str:
+        """"1 step" / "20 steps" for the steps a run uses (the default when None); "" without steps."""
+        if self.steps is None:
+            return ""
+        count = self.steps.default if steps is None else int(steps)
+        return f"{count} step" + ("" if count == 1 else "s")
+
 
 def panelOptions(method: MethodInfo) -> dict[str, bool]:
     """Which optional panel rows a method needs: a null range in the registry means "no such option"."""
@@ -81,6 +93,7 @@ def panelOptions(method: MethodInfo) -> dict[str, bool]:
         "overlap": method.usesPatches,
         "reference": method.needsReference,
         "samples": method.kind == "diffusion",
+        "adapt": method.adapts,
     }
 
 
@@ -94,19 +107,24 @@ class BackendLimits:
     overlapMinimum: float
     overlapBelow: float
     maxVoxels: int
+    adaptDefaultSeconds: float = 0.0  # 0: this backend cannot adapt to the scan
+    adaptMaximumSeconds: float = 0.0
 
     @classmethod
     def fromRegistry(cls, data: Optional[dict]) -> "BackendLimits":
         if not data:
             raise EnhanceError("the backend exports no limits (an older mrisr): update the mrisr backend")
-        overlap = data["overlap"]
+        overlap, adapt = data["overlap"], data.get("adapt_seconds") or {}
         return cls(int(data["max_samples"]), int(data["max_back_projection"]), float(overlap["default"]),
-                   float(overlap["minimum"]), float(overlap["below"]), int(data["max_voxels"]))
+                   float(overlap["minimum"]), float(overlap["below"]), int(data["max_voxels"]),
+                   float(adapt.get("default", 0.0)), float(adapt.get("maximum", 0.0)))
 
     def panelRanges(self) -> dict[str, tuple[float, float]]:
-        """(minimum, maximum) of the panel's samples and back-projection spin boxes and overlap slider."""
+        """(minimum, maximum) of the panel's samples and back-projection spin boxes, overlap slider and
+        adaptation budget (seconds)."""
         return {"samples": (1, self.maxSamples), "backProjection": (0, self.maxBackProjection),
-                "overlap": (self.overlapMinimum, self.overlapBelow - 0.05)}
+                "overlap": (self.overlapMinimum, self.overlapBelow - 0.05),
+                "adaptSeconds": (min(1.0, self.adaptMaximumSeconds), self.adaptMaximumSeconds)}
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,8 @@ class EnhanceParameters:
     segment: bool = False  # also segment brain tissue of the interpolated input and of the output
     samples: int = 1  # diffusion methods: posterior samples averaged; > 1 also gives an uncertainty map
     backProjection: int = 0  # back-projection iterations toward the acquired slices (0 = off)
+    adapt: float = 0.0  # seconds of fine-tuning on the scan itself before the run (0 = off)
+    sliceThickness: Optional[float] = None  # mm, for adaptation (default: DICOM SliceThickness, else spacing)
 
     def replace(self, **changes: Any) -> "EnhanceParameters":
         return dataclasses.replace(self, **changes)
@@ -163,7 +183,8 @@ class EnhanceParameters:
         """Drop the options this method does not have (the panel keeps values of hidden widgets)."""
         dropped = {name: None for name in OPTION_FLAGS if method.optionRange(name) is None}
         samples = self.samples if method.kind == "diffusion" else 1
-        return dataclasses.replace(self, method=method.name, samples=samples, **dropped)
+        adapt = self.adapt if method.adapts else 0.0
+        return dataclasses.replace(self, method=method.name, samples=samples, adapt=adapt, **dropped)
 
     def cliArguments(self, method: MethodInfo) -> list[str]:
         """The `mrisr enhance` (and `mrisr plan`) flags for these parameters, input/output paths not included.
@@ -187,13 +208,18 @@ class EnhanceParameters:
             args += ["--samples", str(int(self.samples))]
         if self.backProjection:
             args += ["--back-projection", str(int(self.backProjection))]
+        if self.adapt:
+            args += ["--adapt", repr(float(self.adapt))]
+        if self.sliceThickness is not None:
+            args += ["--slice-thickness", repr(float(self.sliceThickness))]
         return args
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """The backend's answer to `mrisr plan`: the output grid (x, y, z order, LPS), the files the run
-    writes by role (output, uncertainty, interpolated, input_seg, output_seg, report) and its refusals."""
+    writes by role (output, uncertainty, interpolated, input_seg, output_seg, report), its refusals and
+    its warnings (the run goes ahead, but e.g. outside the voxel sizes the method was trained for)."""
 
     outputSize: Optional[tuple[int, int, int]]
     outputSpacing: Optional[tuple[float, float, float]]
@@ -201,6 +227,7 @@ class RunPlan:
     memoryMiB: Optional[float]
     files: dict[str, str]
     errors: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def fromBackend(cls, data: dict) -> "RunPlan":
@@ -209,7 +236,7 @@ class RunPlan:
         return cls(tuple(int(v) for v in size) if size else None,
                    tuple(float(v) for v in spacing) if spacing else None,
                    output.get("voxels"), output.get("memory_mib"), dict(data.get("files") or {}),
-                   tuple(str(e) for e in data.get("errors") or ()))
+                   tuple(str(e) for e in data.get("errors") or ()), tuple(str(w) for w in data.get("warnings") or ()))
 
     def check(self) -> None:
         """Raise the backend's first refusal as an EnhanceError (the message `mrisr enhance` would print)."""

@@ -82,9 +82,35 @@ def defaultPythonExecutable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def backendCommand(pythonExecutable: Optional[str] = None) -> list[str]:
-    """The command prefix that runs the backend CLI with JSON progress on stderr."""
-    return [pythonExecutable or defaultPythonExecutable(), "-m", "mrisr.cli", "--progress", "json"]
+def backendCommand(pythonExecutable: Optional[str] = None, parentPid: Optional[int] = None) -> list[str]:
+    """The command prefix that runs the backend CLI with JSON progress on stderr. The backend stops itself
+    (as on Ctrl-C: no output, its temporary files removed) once process `parentPid` (default: this one,
+    i.e. Slicer) has ended, so a crashed Slicer leaves no backend running."""
+    return [pythonExecutable or defaultPythonExecutable(), "-m", "mrisr.cli", "--progress", "json",
+            "--parent-pid", str(os.getpid() if parentPid is None else parentPid)]
+
+
+def processAlive(pid: int) -> bool:
+    """Whether process `pid` runs (on Windows through the process handle: os.kill would terminate it)."""
+    if os.name == "nt":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        try:
+            return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _popenPlatformOptions() -> dict:
@@ -97,10 +123,12 @@ def _popenPlatformOptions() -> dict:
 class BackendProcess:
     """One run of a backend command; `poll()` returns new progress, `cancel()` kills the process tree."""
 
-    def __init__(self, command: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
+    def __init__(self, command: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None,
+                 stdinPipe: bool = False) -> None:
         self.command = [str(c) for c in command]
         self.env = env
         self.cwd = cwd
+        self.stdinPipe = stdinPipe  # kept open while it runs; closing it asks the backend to stop (remote runs)
         self.stderrLines: list[str] = []
         self.stdoutLines: list[str] = []
         self.cancelled = False
@@ -115,7 +143,7 @@ class BackendProcess:
         log.info("starting backend: %s", subprocess.list2cmdline(self.command))
         try:
             self._process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                self.command, stdin=subprocess.PIPE if self.stdinPipe else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, cwd=self.cwd,
                 **_popenPlatformOptions(),
             )
@@ -145,10 +173,11 @@ class BackendProcess:
 
     @property
     def finished(self) -> bool:
-        """The process has exited and everything it printed has been read."""
+        """The process has exited and everything it printed has been read (after a cancel: it has exited,
+        even if a stray grandchild still holds its output pipes)."""
         if self._process is None or self._process.poll() is None:
             return False
-        return not any(reader.is_alive() for reader in self._readers)
+        return self.cancelled or not any(reader.is_alive() for reader in self._readers)
 
     @property
     def returncode(self) -> Optional[int]:
@@ -174,11 +203,26 @@ class BackendProcess:
         return errorMessage(self.stderrLines, self.returncode)
 
     def cancel(self, grace: float = 3.0) -> None:
-        """Terminate the process and all its children; kill them if they are still alive after `grace` s."""
+        """Terminate the process and all its children; kill them if they are still alive after `grace` s.
+
+        With a stdin pipe, closing it comes first: a remote run (`enhance --server --cancel-on-stdin-close`)
+        then cancels its server job; on Windows, where the kill gives no chance to do so, it is waited for.
+        Never raises: a tree that does not die in time is logged, and the run counts as cancelled anyway.
+        """
         if self._process is None:
             return
         self.cancelled = True
-        killProcessTree(self._process, grace)
+        if self._process.stdin is not None:
+            try:
+                self._process.stdin.close()
+                if os.name == "nt":
+                    self._process.wait(grace)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        try:
+            killProcessTree(self._process, grace)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("the backend (pid %s) did not stop within %g s: %s", self._process.pid, grace, exc)
         for reader in self._readers:
             reader.join(grace)
 

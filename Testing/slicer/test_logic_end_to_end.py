@@ -92,9 +92,9 @@ def test_nodes_added_and_placed_beside_the_input(enhanced_world):
     inputNode, outputNode, scene = extra["inputNode"], extra["outputNode"], enhanced_world.scene
     interpolated = outputNode.GetNodeReference(INTERPOLATED_ROLE)
     differenceNode = outputNode.GetNodeReference(DIFFERENCE_ROLE)
-    assert outputNode.GetName() == "T1 thick enhanced"
+    assert outputNode.GetName() == "T1 thick enhanced (linear)"
     assert interpolated.GetName() == "T1 thick interpolated"
-    assert differenceNode.GetName() == "T1 thick enhanced difference"
+    assert differenceNode.GetName() == "T1 thick enhanced (linear) difference"
     assert outputNode.GetNodeReference(INPUT_ROLE) is inputNode
     added_volumes = {nid for nid in extra["added"] if scene.GetNodeByID(nid).IsA("vtkMRMLScalarVolumeNode")}
     assert added_volumes == {outputNode.GetID(), interpolated.GetID(), differenceNode.GetID()}
@@ -250,7 +250,7 @@ def test_several_samples_give_the_mean_and_an_uncertainty_volume_replaced_on_rer
     options = dict(method="ressrdiff", steps=1, targetSpacing=(2.0, 2.0, 2.0), samples=2)
     outputNode = logic.enhance(inputNode, **options)
     uncertainty = logic.uncertaintyNode(outputNode)
-    assert uncertainty is outputNode.GetNodeReference(UNCERTAINTY_ROLE) and uncertainty.GetName() == "T1 enhanced uncertainty"
+    assert uncertainty is outputNode.GetNodeReference(UNCERTAINTY_ROLE) and uncertainty.GetName() == "T1 enhanced (ressrdiff, 1 step) uncertainty"
     np.testing.assert_allclose(ijkToRAS(uncertainty), ijkToRAS(outputNode), atol=1e-4)
     spread, values = slicer.util.arrayFromVolume(uncertainty), slicer.util.arrayFromVolume(outputNode)
     head = values > 0.2 * values.max()

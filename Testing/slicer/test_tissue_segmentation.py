@@ -57,7 +57,8 @@ def test_two_segmentation_nodes_with_named_coloured_coded_segments(segmented):
         assert white.GetColor() == pytest.approx((0.96, 0.90, 0.35), abs=1e-3)
         tag = vtk.reference("")
         assert white.GetTag("TerminologyEntry", tag) and "SCT^389080008^White matter" in str(tag)
-    assert "interpolated tissues" in inputSeg.GetName() and outputSeg.GetName().endswith("enhanced tissues")
+    assert inputSeg.GetName() == "T1 thick interpolated tissues"
+    assert outputSeg.GetName() == "T1 thick enhanced (bspline) tissues"
 
 
 def test_each_segmentation_is_visible_only_in_its_own_view(segmented):
