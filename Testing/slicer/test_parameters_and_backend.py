@@ -57,7 +57,8 @@ def test_catalog_is_the_backend_registry(catalog):
         assert panelOptions(method) == {
             "steps": spec.steps is not None, "startStep": spec.start_step is not None,
             "patchSize": spec.patch_size is not None, "overlap": spec.patch_size is not None,
-            "reference": bool(spec.config.get("needs_reference")), "samples": spec.kind == "diffusion"}
+            "reference": bool(spec.config.get("needs_reference")), "samples": spec.kind == "diffusion",
+            "adapt": bool(spec.config.get("adaptation"))}
         if spec.steps is not None:
             assert (method.steps.default, method.steps.minimum, method.steps.maximum) == (
                 spec.steps.default, spec.steps.minimum, spec.steps.maximum)
@@ -72,7 +73,7 @@ def test_diffusion_entries_show_their_options_and_pass_them_to_the_backend():
     catalog = MethodCatalog.fromRegistry(FUTURE_REGISTRY)
     method = catalog.get("diffmsr")
     assert panelOptions(method) == {"steps": True, "startStep": True, "patchSize": True, "overlap": True, "reference": True,
-                                    "samples": True}
+                                    "samples": True, "adapt": False}
     assert method.patchSize.multipleOf == 16 and method.needsReference
     parameters = EnhanceParameters(steps=20, startStep=5, patchSize=96, overlap=0.5, targetSpacing=(1, 1, 1.5),
                                    device="cuda:0", seed=7, batchSize=2, samples=4, backProjection=2)
@@ -85,7 +86,8 @@ def test_diffusion_entries_show_their_options_and_pass_them_to_the_backend():
     args = build_parser().parse_args(["enhance", "in.nii", "out.nii", *kept.cliArguments(baseline)])
     assert (args.steps, args.start_step, args.patch_size, args.overlap, args.samples) == (None, None, None, 0.25, 1)
     assert args.back_projection == 2  # back-projection works for every method, baselines included
-    assert catalog.limits.panelRanges() == {"samples": (1, 8), "backProjection": (0, 5), "overlap": (0.0, 0.95)}
+    assert catalog.limits.panelRanges() == {"samples": (1, 8), "backProjection": (0, 5), "overlap": (0.0, 0.95),
+                                            "adaptSeconds": (0.0, 0.0)}  # a backend without adaptation
 
 
 def test_time_estimates(catalog):
