@@ -87,7 +87,7 @@ def enhance(
     settings = dataclasses.replace(settings, slice_axes=slice_axes(options.planes, image.GetDirection()))
     check_reference(spec, reference is not None)
     grid = output_grid(image, options)
-    for warning in training_range_warnings(spec, image.GetSpacing(), grid.spacing):
+    for warning in training_range_warnings(spec, image.GetSpacing(), grid.spacing, bool(options.adapt)):
         log.warning(warning)
     array = sitk.GetArrayFromImage(image)
     mask = foreground_mask(array)

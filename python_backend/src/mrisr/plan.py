@@ -164,24 +164,24 @@ def slice_axes(planes: str, direction: Sequence[float]) -> tuple[int, ...] | Non
     return tuple(sorted({2 - int(np.argmax(matrix[PLANE_NORMALS[n]])) for n in names}))
 
 
-def training_range_warnings(spec: MethodSpec, input_spacing: Sequence[float],
-                            output_spacing: Sequence[float]) -> list[str]:
+def training_range_warnings(spec: MethodSpec, input_spacing: Sequence[float], output_spacing: Sequence[float],
+                            adapting: bool = False) -> list[str]:
     """One line per way this run lies outside the range the method's weights were trained for (the registry
     config's "training_range"): it still runs, but its quality there is unmeasured."""
     trained = spec.config.get("training_range")
     if not trained:
         return []
-    warnings = []
+    warnings, advice = [], "check the result against bspline" + ("" if adapting else ", or use --adapt")
     low, high = trained["output_spacing_mm"]
     finest = min(output_spacing)
     if not low <= finest <= high:
         warnings.append(f"{spec.name} was trained for {low:g}–{high:g} mm output voxels, this run makes {finest:g} mm: "
-                        "check the result against bspline, or use --adapt")
+                        + advice)
     low, high = trained["through_plane_factor"]
     factor = max(i / o for i, o in zip(input_spacing, output_spacing))
     if not low <= factor <= high:
         warnings.append(f"{spec.name} was trained for through-plane factors ×{low:g}–×{high:g}, this run is ×{factor:.1f}: "
-                        "check the result against bspline, or use --adapt")
+                        + advice)
     return warnings
 
 
@@ -277,5 +277,6 @@ def plan_run(input_path: str | os.PathLike, options: EnhanceOptions = EnhanceOpt
         plan.attempt(slice_axes, options.planes, plan.image.GetDirection(), raise_first=raise_first)
         plan.output_grid = plan.attempt(output_grid, plan.image, options, raise_first=raise_first)
     if spec is not None and plan.output_grid is not None:
-        plan.warnings = training_range_warnings(spec, plan.input_grid.spacing, plan.output_grid.spacing)
+        plan.warnings = training_range_warnings(spec, plan.input_grid.spacing, plan.output_grid.spacing,
+                                                bool(options.adapt))
     return plan

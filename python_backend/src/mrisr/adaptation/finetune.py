@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import asdict
 from typing import Callable
@@ -34,14 +35,20 @@ PairLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generato
 
 def _train(network: torch.nn.Module, loss: PairLoss, pairs: ScanPairs, settings: AdaptSettings, device: str,
            progress: ProgressCallback, cancel: CancelToken) -> int:
-    """Adam steps on fresh random pairs until the budget is spent; returns the number of steps."""
+    """Adam on fresh random pairs until the budget (or `max_steps`) is spent, the learning rate following a
+    cosine over the budget; the network ends with the exponential moving average of its weights.
+    Returns the number of steps."""
     rng = np.random.default_rng(settings.seed)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    average = {name: p.detach().clone() for name, p in network.named_parameters()}
     network.train()
     started, steps = time.perf_counter(), 0
-    while (elapsed := time.perf_counter() - started) < settings.seconds:
+    while (elapsed := time.perf_counter() - started) < settings.seconds and steps != settings.max_steps:
         cancel.check()
+        fraction = max(elapsed / settings.seconds, steps / settings.max_steps if settings.max_steps else 0.0)
+        for group in optimiser.param_groups:
+            group["lr"] = settings.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
         condition, target = (torch.from_numpy(a).to(device) for a in pairs.batch(rng, settings.batch_size))
         value = loss(network, condition, target, generator)
         optimiser.zero_grad(set_to_none=True)
@@ -49,10 +56,21 @@ def _train(network: torch.nn.Module, loss: PairLoss, pairs: ScanPairs, settings:
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimiser.step()
         steps += 1
+        _update_average(average, network, min(settings.ema_decay, (1 + steps) / (10 + steps)))
         progress(ProgressEvent("adapt", min(int(elapsed), int(settings.seconds)), int(settings.seconds),
                                f"adapting to this scan: step {steps}, loss {value.item():.4f}"))
+    with torch.no_grad():
+        for name, p in network.named_parameters():
+            p.copy_(average[name])
     network.eval()
     return steps
+
+
+@torch.no_grad()
+def _update_average(average: dict[str, torch.Tensor], network: torch.nn.Module, decay: float) -> None:
+    """average ← decay · average + (1 − decay) · weights (the warm-up decay keeps early steps from dominating)."""
+    for name, p in network.named_parameters():
+        average[name].lerp_(p.detach(), 1.0 - decay)
 
 
 def adapted_network(network: torch.nn.Module, weights_sha256: str, method: str, lr: sitk.Image, grid: Grid,

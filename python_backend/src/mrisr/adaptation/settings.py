@@ -22,7 +22,9 @@ class AdaptSettings:
     seed: int = 0
     patch: int = 64
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # peak; cosine decay to 0 over the budget
+    ema_decay: float = 0.99  # the adapted weights are this moving average of the fine-tuned ones
+    max_steps: int | None = None  # also stop after this many steps (tests, step-matched comparisons)
 
     def __post_init__(self) -> None:
         check_budget(self.seconds)
