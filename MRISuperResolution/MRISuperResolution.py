@@ -34,7 +34,10 @@ from MRISuperResolutionLib.layout import LAYOUT_ID
 from MRISuperResolutionLib.parameters import panelOptions
 
 PYTHON_SETTING = "MRISuperResolution/PythonExecutable"
-LIB_MODULES = ("parameters", "process", "estimates", "dependencies", "nodeio", "difference", "layout", "logic")
+LOCATION_SETTING = "MRISuperResolution/BackendLocation"  # "local" or "server"
+SERVER_URL_SETTING = "MRISuperResolution/ServerURL"  # the token is never saved
+LIB_MODULES = ("parameters", "process", "estimates", "dependencies", "nodeio", "difference", "layout", "uncertainty",
+               "tissues", "logic")
 POLL_INTERVAL_MS = 100
 TORCH_REQUIREMENT = ">=2.2"  # as python_backend/pyproject.toml
 
@@ -85,6 +88,8 @@ class MRISuperResolutionParameterNode:
     backProjection: Annotated[int, WithinRange(0, 10000)] = 0
     showResults: bool = True
     segment: bool = False
+    adapt: bool = False  # fine-tune on the scan first (methods whose registry entry allows it)
+    adaptSeconds: Annotated[float, WithinRange(1.0, 3600.0)] = 180.0  # the backend's default replaces it
 
 
 class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -103,6 +108,9 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._updatingFromParameterNode = False
         self._planKey = None
         self._plan = None
+        self._serverInfo = None  # what Test connection found (methods, device, GPUs)
+        self._lastOutput = None  # the last result, for Show comparison once the selector is back to "Create new volume"
+        self._limitsApplied = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -129,7 +137,15 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.pythonPathLineEdit.currentPathChanged.connect(self.onPythonChanged)
         self.ui.checkBackendButton.clicked.connect(lambda: self.startProbe())
         self.ui.installButton.clicked.connect(lambda: self.onInstall())
+        self.ui.serverUrlLineEdit.text = qt.QSettings().value(SERVER_URL_SETTING, "")
+        self.ui.backendLocationComboBox.currentIndex = 1 if qt.QSettings().value(LOCATION_SETTING, "local") == "server" else 0
+        self.ui.backendLocationComboBox.currentIndexChanged.connect(lambda index: self.onBackendLocationChanged())
+        self.ui.serverUrlLineEdit.editingFinished.connect(lambda: self.onBackendLocationChanged())
+        self.ui.serverTokenLineEdit.editingFinished.connect(lambda: self.onBackendLocationChanged())
+        self.ui.testConnectionButton.clicked.connect(lambda: self.onTestConnection())
+        self.onBackendLocationChanged()
         self.initializeParameterNode()
+        self.showVersionProblem()
 
     def cleanup(self) -> None:
         if self._job is not None and self._job.running:
@@ -193,7 +209,62 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         finally:
             self._updatingFromParameterNode = False
 
-    # Backend: methods and devices come from the interpreter that runs it
+    # Backend: methods and devices come from the interpreter that runs it (or from the server)
+
+    def versionProblem(self) -> Optional[str]:
+        """Why this Slicer is too old for the backend (None when it is not)."""
+        return dependencies.versionProblem((slicer.app.majorVersion, slicer.app.minorVersion, slicer.app.patchVersion),
+                                           sys.version_info[:3])
+
+    def showVersionProblem(self) -> None:
+        """On an older Slicer, say so at the top of the panel before anything is checked or downloaded."""
+        problem = self.versionProblem()
+        if problem:
+            self.ui.statusLabel.text = problem
+            self.ui.backendStatusLabel.text = problem
+            self.ui.enhanceButton.enabled = False
+            self.ui.installButton.enabled = False
+
+    def usingServer(self) -> bool:
+        return self.ui.backendLocationComboBox.currentIndex == 1
+
+    def onBackendLocationChanged(self) -> None:
+        """This computer or a server: the logic sends runs there; the URL is remembered, the token is not."""
+        server = self.usingServer()
+        for name in ("serverUrlLabel", "serverUrlLineEdit", "serverTokenLabel", "serverTokenLineEdit",
+                     "testConnectionButton", "serverStatusLabel"):
+            getattr(self.ui, name).enabled = server
+        url = self.ui.serverUrlLineEdit.text.strip()
+        qt.QSettings().setValue(LOCATION_SETTING, "server" if server else "local")
+        qt.QSettings().setValue(SERVER_URL_SETTING, url)
+        self.logic.server = url if server and url else None
+        self.logic.serverToken = self.ui.serverTokenLineEdit.text or None
+        if self._serverInfo is not None and (not server or self._serverInfo.url != url):
+            self._serverInfo = None
+            if self._backendStatus is not None and self._backendStatus.catalog is not None:
+                self.logic.setMethodCatalog(self._backendStatus.catalog)
+                self.fillMethods()
+        if self._parameterNode is not None:
+            self.onParameterNodeModified()
+
+    def onTestConnection(self) -> None:
+        """List the server's methods and GPUs (GET /v1/methods through the backend's own client)."""
+        self.ui.serverStatusLabel.text = _("connecting…")
+        slicer.app.processEvents()
+        try:
+            info = dependencies.probeServer(self.logic.python(), self.ui.serverUrlLineEdit.text,
+                                            self.ui.serverTokenLineEdit.text or None)
+        except EnhanceError as exc:
+            self._serverInfo = None
+            self.ui.serverStatusLabel.text = str(exc)
+            return
+        self._serverInfo = info
+        self.ui.serverStatusLabel.text = info.summary()
+        self.logic.setMethodCatalog(info.catalog)
+        self.applyLimits(info.catalog.limits)
+        self.fillMethods()
+        if self._parameterNode is not None:
+            self.onParameterNodeModified()
 
     def startProbe(self) -> None:
         """Ask the backend's interpreter (in the background) for its methods, torch and GPUs."""
@@ -234,6 +305,11 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         for option, widget in (("samples", self.ui.samplesSpinBox), ("backProjection", self.ui.backProjectionSpinBox),
                                ("overlap", self.ui.overlapSliderWidget)):
             widget.minimum, widget.maximum = ranges[option]
+        if limits.adaptMaximumSeconds > 0:
+            self.ui.adaptSecondsSpinBox.minimum, self.ui.adaptSecondsSpinBox.maximum = ranges["adaptSeconds"]
+            if not self._limitsApplied and self._parameterNode is not None:
+                self._parameterNode.adaptSeconds = limits.adaptDefaultSeconds
+                self._limitsApplied = True
 
     def fillMethods(self) -> None:
         catalog = self.logic.cachedCatalog()
@@ -289,6 +365,9 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             if resetValues:
                 setattr(self._parameterNode, option, allowed.default)
         self.ui.methodDescriptionLabel.text = method.description
+        self.ui.adaptCheckBox.enabled = visible["adapt"]
+        self.ui.adaptCheckBox.toolTip = "" if visible["adapt"] else _("{method} cannot adapt to the scan.").format(
+            method=method.name)
 
     def currentPlan(self):
         """The backend's plan (`mrisr plan`) for the chosen input, method and spacing; asked again only
@@ -324,14 +403,22 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         return None if self._parameterNode.autoSpacing else (spacing.x, spacing.y, spacing.z)
 
     def updateEstimate(self) -> None:
+        """Expected time (the server's device when a server is used; adaptation included) and the plan's
+        training-range warnings, which do not block the run."""
         plan = self.currentPlan()
+        self.ui.warningsLabel.text = "\n".join(f"⚠ {warning}" for warning in plan.warnings) if plan else ""
+        self.ui.warningsLabel.visible = bool(plan and plan.warnings)
         if plan is None or plan.outputVoxels is None:
             self.ui.timeEstimateLabel.text = "; ".join(plan.errors) if plan is not None else ""
             return
-        method = self.logic.cachedCatalog().get(self._parameterNode.method)
-        steps = self._parameterNode.steps if method.steps is not None else None
-        samples = self._parameterNode.samples if method.kind == "diffusion" else 1
-        self.ui.timeEstimateLabel.text = estimates.describeEstimate(method, plan.outputVoxels, steps, samples)
+        node = self._parameterNode
+        method = self.logic.cachedCatalog().get(node.method)
+        steps = node.steps if method.steps is not None else None
+        samples = node.samples if method.kind == "diffusion" else 1
+        adaptSeconds = node.adaptSeconds if node.adapt and method.adapts else 0.0
+        serverDevice = self._serverInfo.device if self.usingServer() and self._serverInfo is not None else None
+        self.ui.timeEstimateLabel.text = estimates.describeEstimate(method, plan.outputVoxels, steps, samples,
+                                                                    adaptSeconds, serverDevice)
 
     # Run
 
@@ -358,11 +445,14 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             parameters = EnhanceParameters(method.name, node.steps, node.startStep, node.patchSize, node.overlap,
                                            self.targetSpacing(), node.device, node.seed,
                                            segment=node.segment, samples=node.samples,
-                                           backProjection=node.backProjection).forMethod(method)
+                                           backProjection=node.backProjection,
+                                           adapt=node.adaptSeconds if node.adapt else 0.0).forMethod(method)
+            if self.usingServer() and not self.logic.server:
+                raise EnhanceError(_("Enter the server's URL under Advanced, or choose This computer."))
             self._job = self.logic.start(node.inputVolume, parameters, node.referenceVolume, node.outputVolume,
                                          onProgress=self.onJobProgress, onFinished=self.onJobFinished)
             self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = self._job.statusText()
+            self.ui.statusLabel.text = "\n".join([self._job.statusText(), *(f"⚠ {w}" for w in self._job.warnings)])
             self.updateButtons()
 
     def onJobProgress(self, job) -> None:
@@ -374,7 +464,8 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.updateButtons()
         if job.state == "succeeded":
             parameterNode = self.logic.getParameterNode()  # the panel may have been left meanwhile
-            parameterNode.outputVolume = job.outputNode
+            parameterNode.outputVolume = None  # back to "Create new volume": the next run never overwrites this one
+            self._lastOutput = job.outputNode
             if parameterNode.showResults:
                 self.logic.showComparison(job.outputNode)
             self.showTissueTable(job.outputNode)
@@ -382,7 +473,11 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             slicer.util.errorDisplay(_("Enhancement failed: {message}").format(message=job.errorMessage))
 
     def ensureBackend(self) -> bool:
-        """True when the backend can run; offers to install it into Slicer's Python once, never silently."""
+        """True when the backend can run; offers to install it into Slicer's Python once, never silently.
+        An older Slicer is refused first, before anything is checked or downloaded."""
+        problem = self.versionProblem()
+        if problem:
+            raise EnhanceError(problem)
         if self._backendStatus is None or not self._backendStatus.ready:
             self.setBackendStatus(dependencies.probeBackend(self.logic.python()))
         if self._backendStatus.ready:
@@ -405,7 +500,7 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def onShowComparison(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
-            outputNode = self._parameterNode.outputVolume
+            outputNode = self._parameterNode.outputVolume or self.currentResult()
             if outputNode is None:
                 raise EnhanceError(_("Enhance a volume first (or select an enhanced volume as output)."))
             self.logic.showComparison(outputNode)
@@ -419,8 +514,13 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if table is not None:
             self.logic.setInputSegmentationVisible(outputNode, self.ui.showInputSegmentationCheckBox.checked)
 
+    def currentResult(self):
+        """The last result shown, if it is still in the scene."""
+        node = self._lastOutput
+        return node if node is not None and node.GetScene() is slicer.mrmlScene else None
+
     def onShowInputSegmentation(self, visible: bool) -> None:
-        outputNode = self._parameterNode.outputVolume if self._parameterNode else None
+        outputNode = (self._parameterNode.outputVolume if self._parameterNode else None) or self.currentResult()
         if outputNode is not None and self.logic.tissueTable(outputNode) is not None:
             self.logic.setInputSegmentationVisible(outputNode, visible)
 
@@ -463,7 +563,8 @@ class MRISuperResolutionLogic(ScriptedLoadableModuleLogic, EnhanceLogic):
                     askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
                 raise EnhanceError(_("PyTorch was not installed."))
 
-        dependencies.installBackend(slicer.util.pip_install, installTorch)
+        dependencies.installBackend(slicer.util.pip_install, installTorch,
+                                    slicerVersion=(slicer.app.majorVersion, slicer.app.minorVersion))
 
 
 class MRISuperResolutionTest(ScriptedLoadableModuleTest):
