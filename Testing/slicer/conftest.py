@@ -34,17 +34,8 @@ def world(tmp_path):
 @pytest.fixture(scope="session")
 def thick_volume(tmp_path_factory) -> Path:
     """A thick-slice (1 × 1 × 4 mm) cut of the MNI152 template with an oblique direction, as NIfTI."""
-    sitk = pytest.importorskip("SimpleITK")
-    from mrisr.simulation.template import mni_image
-
-    hr = mni_image("t1")[30:170, 40:190, 60:120]
-    hr.SetDirection(sitk.VersorTransform((0, 0, 1), 0.2).GetMatrix())
-    size = hr.GetSize()
-    lr = sitk.Resample(hr, [size[0], size[1], size[2] // 4], sitk.Transform(), sitk.sitkLinear, hr.GetOrigin(),
-                       (1.0, 1.0, 4.0), hr.GetDirection())
-    path = tmp_path_factory.mktemp("volumes") / "thick.nii.gz"
-    sitk.WriteImage(lr, str(path))
-    return path
+    pytest.importorskip("SimpleITK")
+    return _harness().writeThickVolume(tmp_path_factory.mktemp("volumes") / "thick.nii.gz")
 
 
 @pytest.fixture(scope="session")

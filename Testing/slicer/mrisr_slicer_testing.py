@@ -135,6 +135,20 @@ def makeWorld(tempRoot: Path) -> SlicerWorld:
     return SlicerWorld(scene, appLogic, logics, SliceViews(scene, appLogic), tempRoot)
 
 
+def writeThickVolume(path: Path) -> Path:
+    """A thick-slice (1 × 1 × 4 mm) cut of the MNI152 template with an oblique direction, written to `path`."""
+    import SimpleITK as sitk
+    from mrisr.simulation.template import mni_image
+
+    hr = mni_image("t1")[30:170, 40:190, 60:120]
+    hr.SetDirection(sitk.VersorTransform((0, 0, 1), 0.2).GetMatrix())
+    size = hr.GetSize()
+    lr = sitk.Resample(hr, [size[0], size[1], size[2] // 4], sitk.Transform(), sitk.sitkLinear, hr.GetOrigin(),
+                       (1.0, 1.0, 4.0), hr.GetDirection())
+    sitk.WriteImage(lr, str(path))
+    return path
+
+
 def makeLogic(world: SlicerWorld, catalog):
     from MRISuperResolutionLib import EnhanceLogic
 

@@ -1,7 +1,8 @@
 """Visual check of the comparison layout: the four slice views are rendered by Slicer's slice logics
 (the same blended image the OpenGL views show, no OpenGL needed) and checked pixel by pixel.
 
-The picture is written to artifacts/slicer_views.png (kept by CI) and docs/slicer_views.png (README).
+The test writes its picture to a temporary folder and artifacts/ (kept by CI, ignored by git), never into
+tracked files; `python Testing/slicer/render_slicer_views.py` regenerates docs/slicer_views.png for the README.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 
 from MRISuperResolutionLib import layout as lay  # noqa: E402
-from mrisr_slicer_testing import ARTIFACTS, REPO  # noqa: E402
+from mrisr_slicer_testing import ARTIFACTS  # noqa: E402
+from render_slicer_views import mosaic  # noqa: E402
 
-TITLES = {lay.INPUT: "Input (B-spline)", lay.ENHANCED: "Enhanced (linear)", lay.DIFFERENCE: "Difference",
-          lay.OVERLAY: "Overlay"}
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +68,9 @@ def test_overlay_view_blends_enhanced_and_input(rendered):
     assert np.percentile(error, 99) <= 2.0
 
 
-def test_write_picture_for_ci_and_readme(rendered):
-    tiles = []
-    for view in lay.VIEWS:
-        tile = Image.fromarray(rendered[view.tag])
-        draw = ImageDraw.Draw(tile)
-        draw.rectangle((0, 0, 256, 16), fill=(40, 40, 40))
-        draw.text((4, 2), TITLES[view.tag], fill=(255, 255, 255))
-        tiles.append(tile)
-    mosaic = Image.new("RGB", (516, 516), (90, 90, 90))
-    for index, tile in enumerate(tiles):
-        mosaic.paste(tile, ((index % 2) * 260, (index // 2) * 260))
-    for folder in (ARTIFACTS, REPO / "docs"):
+def test_write_picture_for_ci_into_untracked_files_only(rendered, tmp_path):
+    picture = mosaic(rendered, "linear")
+    for folder in (tmp_path, ARTIFACTS):
         folder.mkdir(exist_ok=True)
-        mosaic.save(folder / "slicer_views.png")
-    assert (ARTIFACTS / "slicer_views.png").stat().st_size > 10_000
+        picture.save(folder / "slicer_views.png")
+    assert picture.size == (516, 516) and (tmp_path / "slicer_views.png").stat().st_size > 10_000
