@@ -47,7 +47,8 @@ def test_top_level_cmake_is_a_slicer_extension_depending_on_pytorch():
     assert text.index("include(${Slicer_USE_FILE})") < text.index("add_subdirectory(MRISuperResolution)")
 
 
-@pytest.mark.parametrize("path", ["MRISuperResolution.png", "MRISuperResolution/Resources/Icons/MRISuperResolution.png"])
+@pytest.mark.parametrize("path", ["MRISuperResolution.png", "MRISuperResolution/Resources/Icons/MRISuperResolution.png",
+                                  "Resources/Icons/MRISuperResolution.png"])
 def test_icons_are_128_pixel_pngs(path):
     with PIL.open(REPO / path) as icon:
         assert icon.format == "PNG" and icon.size == (128, 128)
@@ -98,3 +99,14 @@ def test_module_script_compiles_and_its_lib_imports_exist():
     classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
     assert {"MRISuperResolution", "MRISuperResolutionWidget", "MRISuperResolutionLogic", "MRISuperResolutionTest"} <= classes
     assert "import imp\n" not in source and "pip_install(" not in source.split("def installDependencies")[0]
+
+
+def test_license_is_the_apache_license_the_backend_declares():
+    project = tomllib.loads((REPO / "python_backend" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["license"] == {"text": "Apache-2.0"}
+    text = (REPO / "LICENSE.txt").read_text(encoding="utf-8")
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
+
+
+def test_no_wheels_or_other_binaries_are_kept_in_the_tests():
+    assert [p.name for p in (REPO / "Testing").rglob("*.whl")] == []
