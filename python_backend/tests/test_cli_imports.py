@@ -56,6 +56,15 @@ def test_light_commands_import_neither_torch_nor_resource(small_volume, command)
     assert not set(HEAVY) & modules, set(HEAVY) & modules
 
 
+
+def test_the_server_client_needs_no_torch(small_volume):
+    """`enhance --server` is only a client: a workstation without torch can use a GPU server (here an
+    unreachable one, so the client fails with its one-line error after the imports it needs)."""
+    code, modules, _ = loaded_modules("enhance", str(small_volume / "in.nii.gz"), str(small_volume / "remote.nii.gz"),
+                                      "--method", "bspline", "--server", "http://127.0.0.1:9", "--token", "t")
+    assert code == 2 and "mrisr.server.client" in modules
+    assert not set(HEAVY) & modules, set(HEAVY) & modules
+
 def test_benchmarks_are_listed_from_their_docstrings_without_importing_them():
     code, modules, stdout = loaded_modules("bench", "--help")
     assert code is None or code == 0

@@ -79,7 +79,7 @@ def _run_files(args: argparse.Namespace):
 
 
 def _enhance_options(args: argparse.Namespace):
-    from mrisr.pipeline import EnhanceOptions
+    from mrisr.plan import EnhanceOptions
 
     return EnhanceOptions(
         method=args.method, steps=args.steps, start_step=args.start_step, patch_size=args.patch_size,
@@ -90,13 +90,13 @@ def _enhance_options(args: argparse.Namespace):
 
 
 def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
-    from mrisr.pipeline import enhance_file
-    from mrisr.plan import check_files
-
-    if args.server:
+    if args.server:  # a client of `mrisr serve`: no torch needed here
         from mrisr.server.commands import enhance_remote
 
         return enhance_remote(args, progress)
+    from mrisr.pipeline import enhance_file
+    from mrisr.plan import check_files
+
     files = _run_files(args)
     check_files(files, tuple(p for p in (args.input, args.reference, args.reference_seg) if p), args.samples)
     result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress,
