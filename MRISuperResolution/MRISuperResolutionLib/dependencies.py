@@ -66,6 +66,14 @@ except MRISRError as exc:
 """
 
 
+
+def backendEnvironment() -> dict:
+    """This process's environment with the backend's text streams in UTF-8 (its messages use × and –; Slicer
+    may run under the C locale, and Windows pipes default to the ANSI code page)."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONIOENCODING", "utf-8")
+    return env
+
 def versionProblem(slicerVersion: tuple[int, ...], pythonVersion: Sequence[int]) -> Optional[str]:
     """Why this Slicer cannot run the backend (one line, what to do), or None when it can."""
     if tuple(slicerVersion[:2]) >= MINIMUM_SLICER and tuple(pythonVersion[:2]) >= MINIMUM_PYTHON:
@@ -109,12 +117,13 @@ def probeServer(pythonExecutable: Optional[str], url: str, token: Optional[str],
     python = pythonExecutable or defaultPythonExecutable()
     if not url or not url.strip():
         raise EnhanceError("no server URL given: enter the address `mrisr serve` printed, e.g. http://gpu.example:8765")
-    env = dict(os.environ)
+    env = backendEnvironment()
     if token:
         env[TOKEN_ENVIRONMENT] = token
     try:
         completed = subprocess.run([python, "-c", SERVER_PROBE_SCRIPT, url.strip(), str(timeout)], capture_output=True,
-                                   text=True, timeout=timeout + 30, stdin=subprocess.DEVNULL, env=env)
+                                   text=True, encoding="utf-8", errors="replace", timeout=timeout + 30,
+                                   stdin=subprocess.DEVNULL, env=env)
     except OSError as exc:
         raise EnhanceError(f"cannot start the backend with {python!r}: {exc.strerror or exc}") from None
     except subprocess.TimeoutExpired:
@@ -174,8 +183,9 @@ def probeBackend(pythonExecutable: Optional[str] = None, timeout: float = 180.0)
     """Run a short script in the backend's interpreter and report what it found (takes a few seconds)."""
     python = pythonExecutable or defaultPythonExecutable()
     try:
-        completed = subprocess.run(probeCommand(python), capture_output=True, text=True, timeout=timeout,
-                                   stdin=subprocess.DEVNULL)
+        completed = subprocess.run(probeCommand(python), capture_output=True, text=True, encoding="utf-8",
+                                   errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
+                                   env=backendEnvironment())
     except (OSError, subprocess.TimeoutExpired) as exc:
         return BackendStatus(python, problems=(f"cannot run the Python interpreter {python!r}: {exc}",))
     return parseProbeOutput(python, completed.returncode, completed.stdout.splitlines(), completed.stderr.splitlines())
@@ -211,7 +221,8 @@ def runBackendJson(pythonExecutable: Optional[str], args: Sequence[str], timeout
     python = pythonExecutable or defaultPythonExecutable()
     try:
         completed = subprocess.run([python, "-m", "mrisr.cli", *args], capture_output=True, text=True,
-                                   timeout=timeout, stdin=subprocess.DEVNULL)
+                                   encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
+                                   env=backendEnvironment())
     except OSError as exc:
         raise EnhanceError(f"cannot start the backend with {python!r}: {exc.strerror or exc}") from None
     except subprocess.TimeoutExpired:
