@@ -1,9 +1,8 @@
 """Expected run time of a method on the current volume, on CPU and on a CUDA GPU, where it is known.
 
-A method's registry entry may carry measured rates in its config:
-`"seconds_per_megavoxel": {"cpu": 40.0, "cuda": 1.5}` (output voxels, at the method's default steps).
-The interpolation baselines have no such entry; their rates below were measured with the backend CLI
-on a 2-core CPU (MNI152 template, 5 mm slices → 1 mm, 8.7 million output voxels).
+The rates are the backend's: a method's registry entry carries what was measured for it in its config,
+`"seconds_per_megavoxel": {"cpu": 5.9, "cuda": …}` (output voxels, at the method's default steps), and the
+module reads them from `mrisr methods --json` (the local backend's or the server's).
 """
 
 from __future__ import annotations
@@ -13,18 +12,12 @@ from typing import Optional
 from .parameters import MethodInfo
 
 STARTUP_SECONDS = 2.5  # interpreter start and torch import, 2-core CPU
-MEASURED_SECONDS_PER_MEGAVOXEL = {
-    "nearest": {"cpu": 0.2},
-    "linear": {"cpu": 0.1},
-    "bspline": {"cpu": 0.25},
-    "lanczos": {"cpu": 9.5},
-}
 DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU"}
 
 
 def secondsPerMegavoxel(method: MethodInfo) -> dict[str, float]:
-    """Rates by device ("cpu", "cuda") from the registry, else from the measurements above."""
-    rates = method.config.get("seconds_per_megavoxel") or MEASURED_SECONDS_PER_MEGAVOXEL.get(method.name, {})
+    """Rates by device ("cpu", "cuda") from the method's registry entry (empty when none was measured)."""
+    rates = method.config.get("seconds_per_megavoxel") or {}
     return {device: float(rate) for device, rate in rates.items() if device in DEVICE_NAMES}
 
 
