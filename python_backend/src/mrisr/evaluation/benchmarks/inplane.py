@@ -91,16 +91,17 @@ def score_scan(path: Path, methods: list[str], axis: int, thickness: float | Non
         name, overrides = parse_variant(variant)
         started = time.perf_counter()
         try:
-            out = enhance(lr, EnhanceOptions(method=name, target_spacing=scan.GetSpacing(), **overrides)).image
+            result = enhance(lr, EnhanceOptions(method=name, target_spacing=scan.GetSpacing(), **overrides))
         except MRISRError as exc:
             rows[variant] = {"error": str(exc)}
             continue
-        seconds = round(time.perf_counter() - started, 1)
+        seconds, out = round(time.perf_counter() - started, 1), result.image
         pred, inside = on_scan_grid(out, scan)
         scored = mask & inside
         rows[variant] = {"psnr": psnr(pred, ref, mask=scored), "psnr_linear_fit": linear_fit_psnr(pred, ref, scored),
                          "ssim": ssim(pred, ref, mask=scored), "consistency": consistency(out, lr),
-                         "seconds": seconds, "voxels_scored": int(scored.sum())}
+                         "seconds": seconds, "voxels_scored": int(scored.sum()),
+                         "self_check_flagged": None if result.self_check is None else result.self_check.flagged}
         progress(ProgressEvent("evaluate", index + 1, len(methods), f"{path.name} {variant}"))
     return rows
 

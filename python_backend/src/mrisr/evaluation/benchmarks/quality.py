@@ -86,7 +86,7 @@ def _run_one(lr: sitk.Image, reference: sitk.Image | None, options: EnhanceOptio
     except MRISRError as exc:
         return {"error": str(exc)}
     return {"array": sitk.GetArrayFromImage(result.image), "seconds": time.perf_counter() - started,
-            "peak_rss_mib": peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mib(), "self_check_flagged": None if result.self_check is None else float(result.self_check.flagged)}
 
 
 def _score(run: dict[str, Any], hr: sitk.Image, lr: sitk.Image, mask: np.ndarray, lpips: bool) -> dict[str, Any]:
@@ -97,7 +97,8 @@ def _score(run: dict[str, Any], hr: sitk.Image, lr: sitk.Image, mask: np.ndarray
     scores = evaluate(pred, hr, lr, mask)
     if lpips:
         scores["lpips"] = lpips_volume(run["array"], sitk.GetArrayFromImage(hr), mask)
-    return {**scores, "seconds": round(run["seconds"], 1), "peak_rss_mib": round(run["peak_rss_mib"])}
+    check = {} if run.get("self_check_flagged") is None else {"self_check_flagged": run["self_check_flagged"]}
+    return {**scores, "seconds": round(run["seconds"], 1), "peak_rss_mib": round(run["peak_rss_mib"]), **check}
 
 
 def central_crop(pair: SyntheticPair, size: int) -> SyntheticPair:
