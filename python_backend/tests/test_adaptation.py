@@ -9,7 +9,7 @@ import torch
 from mrisr.adaptation import cache
 from mrisr.adaptation.finetune import adapted_network
 from mrisr.adaptation.settings import AdaptSettings
-from mrisr.adaptation.pairs import ScanPairs, SliceProfile, coarse_axes, degrade_line, fine_axes
+from mrisr.adaptation.pairs import ScanPairs, SliceProfile, coarse_axes, degrade_line, fine_axes, in_plane_edges
 from mrisr.errors import CancelledError, InputError
 from mrisr.imaging.geometry import Grid, grid_with_spacing
 from mrisr.progress import CancelToken
@@ -46,6 +46,20 @@ def test_isotropic_input_cannot_adapt(thick_scan):
     volume = sitk.GetArrayFromImage(image)
     with pytest.raises(InputError, match="thick-slice input"):
         ScanPairs(volume, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), SliceProfile(1.0, 1.0), mask)
+
+
+def test_edges_computed_once_equal_each_planes_own(thick_scan):
+    """Pair cutting draws centres from edges precomputed for the volume; they must be what filtering
+    each plane on its own gives (away from the plane's border, where the 3D array has neighbours)."""
+    from scipy import ndimage
+
+    volume = sitk.GetArrayFromImage(thick_scan[0])
+    for across in range(3):
+        edges = in_plane_edges(volume, across)
+        index = volume.shape[across] // 2
+        plane = np.take(volume, index, axis=across)
+        own = np.hypot(*np.gradient(ndimage.gaussian_filter(plane, 1.0)))
+        np.testing.assert_allclose(np.take(edges, index, axis=across), own, rtol=1e-4, atol=1e-5)
 
 
 def test_degrade_line_keeps_constants_and_blurs_only_its_axis():
