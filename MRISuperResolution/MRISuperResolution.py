@@ -29,14 +29,14 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from MRISuperResolutionLib import EnhanceError, EnhanceLogic, EnhanceParameters
-from MRISuperResolutionLib import dependencies, estimates
+from MRISuperResolutionLib import about, dependencies, estimates
 from MRISuperResolutionLib.layout import LAYOUT_ID
 from MRISuperResolutionLib.parameters import panelOptions
 
 PYTHON_SETTING = "MRISuperResolution/PythonExecutable"
 LOCATION_SETTING = "MRISuperResolution/BackendLocation"  # "local" or "server"
 SERVER_URL_SETTING = "MRISuperResolution/ServerURL"  # the token is never saved
-LIB_MODULES = ("parameters", "process", "estimates", "dependencies", "nodeio", "difference", "layout", "uncertainty",
+LIB_MODULES = ("about", "parameters", "process", "estimates", "dependencies", "nodeio", "difference", "layout", "uncertainty",
                "tissues", "logic")
 POLL_INTERVAL_MS = 100
 TORCH_REQUIREMENT = ">=2.2"  # as python_backend/pyproject.toml
@@ -49,13 +49,8 @@ class MRISuperResolution(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
         self.parent.dependencies = []
         self.parent.contributors = ["MRISuperResolution developers"]
-        self.parent.helpText = _(
-            "Enhance low-field or thick-slice MRI volumes: interpolation baselines and diffusion-based "
-            "super-resolution / image quality transfer (DiffusionIQT, Res-SRDiff, SR3 partial diffusion, "
-            "DiffMSR). The result gets its own, finer voxel grid; input, enhanced volume and their "
-            "difference are shown side by side in linked views.")
-        self.parent.acknowledgementText = _(
-            "Uses PyTorch (through the PyTorch extension), SimpleITK and the MNI152 template shipped with nilearn.")
+        self.parent.helpText = about.helpText()
+        self.parent.acknowledgementText = about.acknowledgementText()
 
 
 @parameterPack
