@@ -8,10 +8,15 @@ itself with --no-deps, all under a constraints file that pins the numpy and Simp
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +24,8 @@ from typing import Callable, Optional, Sequence
 
 from .parameters import EnhanceError, MethodCatalog, RunPlan
 from .process import BackendProcess, defaultPythonExecutable, errorMessage
+
+log = logging.getLogger(__name__)
 
 MINIMUM_SLICER = (5, 10)  # the first Slicer with a Python the backend runs on
 MINIMUM_PYTHON = (3, 10)  # python_backend/pyproject.toml requires-python
@@ -67,12 +74,47 @@ except MRISRError as exc:
 
 
 
-def backendEnvironment() -> dict:
-    """This process's environment with the backend's text streams in UTF-8 (its messages use × and –; Slicer
-    may run under the C locale, and Windows pipes default to the ANSI code page)."""
-    env = dict(os.environ)
+LAUNCHER_VARIABLES = ("PYTHONHOME", "PYTHONPATH")  # set by Slicer's launcher for its own Python
+
+
+def startupEnvironment() -> Optional[dict]:
+    """The environment Slicer was started with, before its launcher set its own variables
+    (`slicer.util.startupEnvironment()`); None outside the Slicer application."""
+    try:
+        import slicer.util
+
+        return dict(slicer.util.startupEnvironment())
+    except Exception:  # slicer-core has no application; older or embedded Pythons have no such function
+        return None
+
+
+def isExternalPython(pythonExecutable: Optional[str]) -> bool:
+    """Whether `pythonExecutable` is another interpreter than Slicer's own (PythonSlicer or this process's
+    Python), e.g. a conda or venv Python chosen under Advanced → Backend Python."""
+    if not pythonExecutable:
+        return False
+    own = {shutil.which("PythonSlicer"), sys.executable}
+    return os.path.realpath(pythonExecutable) not in {os.path.realpath(p) for p in own if p}
+
+
+def cleanEnvironment() -> dict:
+    """The environment for an external interpreter: Slicer's startup environment when the application can
+    give it, else this process's without the launcher's Python variables, which would make a conda/venv
+    Python load Slicer's standard library and packages."""
+    env = startupEnvironment()
+    if env is None:
+        env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
+    return env
+
+
+def backendEnvironment(pythonExecutable: Optional[str] = None) -> dict:
+    """The environment a backend process of `pythonExecutable` gets: this process's for Slicer's own Python,
+    a clean one for an external interpreter; text streams in UTF-8 (its messages use × and –; Slicer may run
+    under the C locale, and Windows pipes default to the ANSI code page)."""
+    env = cleanEnvironment() if isExternalPython(pythonExecutable) else dict(os.environ)
     env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
+
 
 def versionProblem(slicerVersion: tuple[int, ...], pythonVersion: Sequence[int]) -> Optional[str]:
     """Why this Slicer cannot run the backend (one line, what to do), or None when it can."""
@@ -117,7 +159,7 @@ def probeServer(pythonExecutable: Optional[str], url: str, token: Optional[str],
     python = pythonExecutable or defaultPythonExecutable()
     if not url or not url.strip():
         raise EnhanceError("no server URL given: enter the address `mrisr serve` printed, e.g. http://gpu.example:8765")
-    env = backendEnvironment()
+    env = backendEnvironment(python)
     if token:
         env[TOKEN_ENVIRONMENT] = token
     try:
@@ -133,6 +175,59 @@ def probeServer(pythonExecutable: Optional[str], url: str, token: Optional[str],
     return ServerInfo.fromDocument(url.strip(), json.loads(completed.stdout))
 
 
+def versionTuple(version: str) -> tuple[int, ...]:
+    """(2, 13, 0) for "2.13.0+cpu" or "2.13.0rc1": the leading numeric release components."""
+    numbers = []
+    for part in version.split("+", 1)[0].split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        numbers.append(int(digits.group()))
+        if digits.group() != part:
+            break
+    return tuple(numbers)
+
+
+@dataclass(frozen=True)
+class BundledBackend:
+    """What the backend this module ships declares in its pyproject.toml (read, never copied)."""
+
+    version: Optional[str]
+    requirements: tuple[str, ...]
+    extras: dict
+
+    @property
+    def torchRequirement(self) -> Optional[str]:
+        """The version specifier of torch, e.g. ">=2.2,<2.14" (for the PyTorch extension's installer)."""
+        for requirement in self.requirements:
+            match = re.match(r"^\s*torch\s*([<>=!~].*)?$", requirement)
+            if match:
+                return (match.group(1) or "").strip() or None
+        return None
+
+    @property
+    def torchMinimum(self) -> Optional[str]:
+        match = re.search(r">=\s*([\w.]+)", self.torchRequirement or "")
+        return match.group(1) if match else None
+
+
+def bundledBackend(source: Optional[Path] = None) -> Optional[BundledBackend]:
+    """The bundled backend's version, requirements and extras from its pyproject.toml (None when not found)."""
+    source = source or backendSourceDir()
+    if source is None:
+        return None
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: no TOML reader in the standard library
+        return None
+    try:
+        project = tomllib.loads((Path(source) / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, ValueError):
+        return None
+    return BundledBackend(project.get("version"), tuple(project.get("dependencies", ())),
+                          {name: tuple(items) for name, items in project.get("optional-dependencies", {}).items()})
+
+
 @dataclass(frozen=True)
 class BackendStatus:
     """What one Python interpreter offers: the backend, torch and the CUDA GPUs."""
@@ -143,10 +238,27 @@ class BackendStatus:
     cudaDevices: tuple[str, ...] = ()
     catalog: Optional[MethodCatalog] = None
     problems: tuple[str, ...] = field(default_factory=tuple)
+    bundled: Optional[BundledBackend] = None  # the backend this module ships (None: its source was not found)
+
+    @property
+    def torchProblem(self) -> Optional[str]:
+        """Why the installed torch is too old for the bundled backend (None when it is not, or unknown)."""
+        minimum = self.bundled.torchMinimum if self.bundled is not None else None
+        if self.torchVersion is None or minimum is None or versionTuple(self.torchVersion) >= versionTuple(minimum):
+            return None
+        return (f"PyTorch {self.torchVersion} is older than the backend needs ({minimum} or later): update it "
+                "(Install dependencies, or the PyTorch extension)")
+
+    @property
+    def backendOutdated(self) -> bool:
+        """The installed backend is another version than the one this module ships: reinstall it."""
+        return (self.mrisrVersion is not None and self.bundled is not None and self.bundled.version is not None
+                and self.mrisrVersion != self.bundled.version)
 
     @property
     def ready(self) -> bool:
-        return self.mrisrVersion is not None and self.torchVersion is not None and self.catalog is not None
+        return (self.mrisrVersion is not None and self.torchVersion is not None and self.catalog is not None
+                and self.torchProblem is None)
 
     def deviceChoices(self) -> list[tuple[str, str]]:
         """(label, --device value) pairs: auto, CPU and each CUDA GPU."""
@@ -155,10 +267,14 @@ class BackendStatus:
         return choices
 
     def summary(self) -> str:
+        problems = list(self.problems) + ([self.torchProblem] if self.torchProblem else [])
+        if self.backendOutdated:
+            problems.append(f"the installed backend is mrisr {self.mrisrVersion}, this module ships "
+                            f"{self.bundled.version}: update it")
         if not self.ready:
-            return "; ".join(self.problems) or "backend not checked yet"
+            return "; ".join(problems) or "backend not checked yet"
         gpus = f"{len(self.cudaDevices)} CUDA GPU(s)" if self.cudaDevices else "no CUDA GPU"
-        return f"mrisr {self.mrisrVersion}, torch {self.torchVersion}, {gpus}"
+        return "; ".join([f"mrisr {self.mrisrVersion}, torch {self.torchVersion}, {gpus}", *problems])
 
 
 def probeCommand(pythonExecutable: Optional[str] = None) -> list[str]:
@@ -168,7 +284,7 @@ def probeCommand(pythonExecutable: Optional[str] = None) -> list[str]:
 def startProbe(pythonExecutable: Optional[str] = None) -> BackendProcess:
     """Start the probe in the background (for a panel that must stay responsive); see statusFromProbe."""
     try:
-        return BackendProcess(probeCommand(pythonExecutable)).start()
+        return BackendProcess(probeCommand(pythonExecutable), env=backendEnvironment(pythonExecutable)).start()
     except FileNotFoundError as exc:
         return _FailedStart(str(exc))
 
@@ -185,7 +301,7 @@ def probeBackend(pythonExecutable: Optional[str] = None, timeout: float = 180.0)
     try:
         completed = subprocess.run(probeCommand(python), capture_output=True, text=True, encoding="utf-8",
                                    errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
-                                   env=backendEnvironment())
+                                   env=backendEnvironment(python))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return BackendStatus(python, problems=(f"cannot run the Python interpreter {python!r}: {exc}",))
     return parseProbeOutput(python, completed.returncode, completed.stdout.splitlines(), completed.stderr.splitlines())
@@ -205,7 +321,7 @@ def parseProbeOutput(python: str, returncode: Optional[int], stdoutLines: Sequen
         problems.append(f"PyTorch is not installed in {python} ({report['torch_error']})")
     catalog = MethodCatalog.fromRegistry(report["registry"]) if "registry" in report else None
     return BackendStatus(python, report.get("mrisr"), report.get("torch"), tuple(report.get("cuda", ())), catalog,
-                         tuple(problems))
+                         tuple(problems), bundledBackend())
 
 
 class _FailedStart:
@@ -222,7 +338,7 @@ def runBackendJson(pythonExecutable: Optional[str], args: Sequence[str], timeout
     try:
         completed = subprocess.run([python, "-m", "mrisr.cli", *args], capture_output=True, text=True,
                                    encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
-                                   env=backendEnvironment())
+                                   env=backendEnvironment(python))
     except OSError as exc:
         raise EnhanceError(f"cannot start the backend with {python!r}: {exc.strerror or exc}") from None
     except subprocess.TimeoutExpired:
@@ -276,15 +392,94 @@ def protectedConstraints(packages: Sequence[str] = PROTECTED_PACKAGES) -> list[s
     return pins
 
 
-def pipInstallSteps(constraintsFile: str, backendSource: Path, requirementsFile: Path = REQUIREMENTS_FILE) -> list[list[str]]:
-    """The pip argument lists that install the backend's dependencies, then the backend without deps."""
+def pipInstallSteps(constraintsFile: str, backendSource: Path, requirementsFile: Path = REQUIREMENTS_FILE,
+                    reinstall: bool = False) -> list[list[str]]:
+    """The pip argument lists that install the backend's dependencies, then the backend without deps
+    (replacing an installed backend of any version when `reinstall`)."""
     return [["-r", str(requirementsFile), "-c", constraintsFile],
-            ["--no-deps", str(backendSource)]]
+            ["--no-deps", *(["--force-reinstall"] if reinstall else []), str(backendSource)]]
+
+
+class PipRun:
+    """`python -m pip install ARGS` in the background, its output (stdout and stderr) line by line, so that
+    a dialog can show it while it runs; `poll()` returns the new lines."""
+
+    def __init__(self, pythonExecutable: Optional[str], args: Sequence[str]) -> None:
+        self.python = pythonExecutable or defaultPythonExecutable()
+        self.command = [self.python, "-m", "pip", "install", *map(str, args)]
+        self.lines: list[str] = []
+        self._new: list[str] = []
+        self._lock = threading.Lock()
+        self._process: Optional[subprocess.Popen] = None
+        self._reader: Optional[threading.Thread] = None
+
+    def start(self) -> "PipRun":
+        try:
+            self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+                                             bufsize=1, env=backendEnvironment(self.python))
+        except OSError as exc:
+            raise EnhanceError(f"cannot start pip with {self.python!r}: {exc.strerror or exc}") from None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._process.stdout:
+            line = line.rstrip("\r\n")
+            with self._lock:
+                self.lines.append(line)
+                self._new.append(line)
+        self._process.stdout.close()
+
+    def poll(self) -> list[str]:
+        with self._lock:
+            new, self._new = self._new, []
+        return new
+
+    @property
+    def finished(self) -> bool:
+        return self._process is not None and self._process.poll() is not None and not self._reader.is_alive()
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return None if self._process is None else self._process.poll()
+
+    def cancel(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
+def runPip(pythonExecutable: Optional[str], args: Sequence[str], onLine: Optional[Callable[[str], None]] = None,
+           idle: Optional[Callable[[], None]] = None, timeout: float = 3600.0) -> list[str]:
+    """Run pip install ARGS, calling `onLine(line)` for every line of its output (from this thread) and
+    `idle()` between polls; returns the output; EnhanceError with pip's last lines when it fails."""
+    run = PipRun(pythonExecutable, args).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        done = run.finished
+        for line in run.poll():
+            log.info("pip: %s", line)
+            if onLine is not None:
+                onLine(line)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            run.cancel()
+            raise EnhanceError(f"pip did not finish within {timeout:g} s and was stopped")
+        if idle is not None:
+            idle()
+        time.sleep(0.05)
+    if run.returncode != 0:
+        tail = [line for line in run.lines if line.strip()][-3:] or [f"exit code {run.returncode}"]
+        raise EnhanceError("pip install failed: " + " / ".join(line.strip() for line in tail))
+    return run.lines
 
 
 def installBackend(pipInstall: Callable[[list[str]], None], installTorch: Optional[Callable[[], None]] = None,
                    backendSource: Optional[Path] = None, slicerVersion: Optional[tuple[int, ...]] = None,
-                   pythonVersion: Sequence[int] = tuple(sys.version_info[:3])) -> None:
+                   pythonVersion: Sequence[int] = tuple(sys.version_info[:3]), reinstall: bool = False) -> None:
     """Install torch (through `installTorch`, e.g. the PyTorch extension), the requirements and the backend.
 
     `pipInstall` receives pip arguments (after `pip install`), e.g. `slicer.util.pip_install`. An older
@@ -302,5 +497,5 @@ def installBackend(pipInstall: Callable[[list[str]], None], installTorch: Option
     with tempfile.TemporaryDirectory(prefix="MRISR-pip-") as folder:
         constraints = Path(folder) / "constraints.txt"
         constraints.write_text("\n".join(protectedConstraints()) + "\n", encoding="utf-8")
-        for args in pipInstallSteps(str(constraints), source):
+        for args in pipInstallSteps(str(constraints), source, reinstall=reinstall):
             pipInstall(args)

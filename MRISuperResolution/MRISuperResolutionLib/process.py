@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -29,12 +30,16 @@ WORK_BAND = (0.05, 0.95)
 
 @dataclass(frozen=True)
 class ProgressUpdate:
-    """One progress line of the backend: `done` of `total` units of a named stage."""
+    """One progress line of the backend: `done` of `total` units of a named stage; newer backends add the
+    whole run's fraction `overall` (0..1, never decreasing) and the seconds left `etaSeconds` (None while
+    unknown)."""
 
     stage: str
     done: int
     total: int
     message: str = ""
+    overall: Optional[float] = None
+    etaSeconds: Optional[float] = None
 
     @property
     def stageFraction(self) -> float:
@@ -42,13 +47,23 @@ class ProgressUpdate:
 
     @property
     def overallFraction(self) -> float:
-        """An estimate of the whole run's progress: loading and saving are short, the rest is the work."""
+        """The whole run's progress: the backend's own `overall` when it sends one; otherwise a guess in
+        which loading and saving are short and the rest is the work."""
+        if self.overall is not None:
+            return min(1.0, max(0.0, self.overall))
         low, high = STAGE_WEIGHTS.get(self.stage, WORK_BAND)
         return low + (high - low) * self.stageFraction
 
     def text(self) -> str:
         counts = f" {self.done}/{self.total}" if self.total > 1 else ""
         return f"{self.stage}{counts}"
+
+
+def _optionalFloat(value) -> Optional[float]:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def parseProgressLine(line: str) -> Optional[ProgressUpdate]:
@@ -58,9 +73,19 @@ def parseProgressLine(line: str) -> Optional[ProgressUpdate]:
         return None
     try:
         data = json.loads(line)
-        return ProgressUpdate(str(data["stage"]), int(data["done"]), int(data["total"]), str(data.get("message", "")))
-    except (ValueError, KeyError, TypeError):
+        return ProgressUpdate(str(data["stage"]), int(data["done"]), int(data["total"]), str(data.get("message", "")),
+                              _optionalFloat(data.get("overall")), _optionalFloat(data.get("eta_s")))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def formatRemaining(seconds: float) -> str:
+    """"about 40 s left", "about 3 min left", "about 1.5 h left"."""
+    if seconds < 60:
+        return f"about {max(1, int(round(seconds / 5.0)) * 5 if seconds >= 10 else round(seconds))} s left"
+    if seconds < 90 * 60:
+        return f"about {max(1, round(seconds / 60))} min left"
+    return f"about {seconds / 3600:.1f} h left"
 
 
 def errorMessage(stderrLines: Sequence[str], returncode: Optional[int]) -> str:
@@ -201,6 +226,10 @@ class BackendProcess:
 
     def errorMessage(self) -> str:
         return errorMessage(self.stderrLines, self.returncode)
+
+    def stderrText(self) -> str:
+        """Everything the backend wrote to stderr except its progress lines (tracebacks, warnings, the error)."""
+        return "\n".join(self.stderrLines)
 
     def cancel(self, grace: float = 3.0) -> None:
         """Terminate the process and all its children; kill them if they are still alive after `grace` s.
