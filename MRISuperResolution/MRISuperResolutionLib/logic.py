@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from typing import Callable, Optional, Sequence
 
 import slicer
@@ -30,10 +31,11 @@ import slicer
 from . import difference as diff
 from . import nodeio, tissues
 from .uncertainty import showAsUncertainty
-from .dependencies import loadCatalog, planRun
+from .dependencies import backendEnvironment, loadCatalog, planRun
 from .layout import ComparisonLayout
+from .presets import Preset, presetNamed, presetsFor
 from .parameters import EnhanceCancelled, EnhanceError, EnhanceParameters, MethodCatalog, MethodInfo, RunPlan
-from .process import BackendProcess, ProgressUpdate, backendCommand, defaultPythonExecutable, processAlive
+from .process import BackendProcess, ProgressUpdate, backendCommand, defaultPythonExecutable, formatRemaining, processAlive
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,21 @@ TOKEN_ENVIRONMENT = "MRISR_SERVER_TOKEN"
 FILE_SUFFIX = ".nii"
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+_runningJobs: list["EnhanceJob"] = []  # every running job of this process, panel and console alike
+
+
+def runningJobs() -> list["EnhanceJob"]:
+    """The enhancements running in this process, whichever logic started them (panel or Python console)."""
+    return [job for job in _runningJobs if job.running]
+
+
+def cancelRunningJobs() -> int:
+    """Cancel every running enhancement (Slicer closes the scene or quits); returns how many were running."""
+    jobs = runningJobs()
+    for job in jobs:
+        job.cancel()
+    return len(jobs)
 
 
 def removeOrphanedWorkDirs(root: str) -> list[str]:
@@ -113,14 +130,25 @@ class EnhanceJob:
         self.selfCheck = ""  # the backend's self-check verdict of a learned run ("self-check ok (…)" / "…FLAGGED…")
         self.warnings: tuple[str, ...] = plan.warnings  # the run goes ahead, e.g. outside the training range
         self.server: Optional[str] = None  # the server's URL for a remote run
+        self.details = ""  # after a failure: everything the backend wrote to stderr (or the traceback), for "Show details"
+        _runningJobs.append(self)
 
     @property
     def running(self) -> bool:
         return self.state == RUNNING
 
+    @property
+    def remainingSeconds(self) -> Optional[float]:
+        """The backend's estimate of the seconds left (None when it sends none)."""
+        return self.progress.etaSeconds if self.progress is not None and self.running else None
+
     def statusText(self) -> str:
         if self.state == RUNNING:
-            return f"{self.method.name}: {self.progress.text()}" if self.progress else f"{self.method.name}: starting"
+            if self.progress is None:
+                return f"{self.method.name}: starting"
+            remaining = self.remainingSeconds
+            left = f", {formatRemaining(remaining)}" if remaining is not None else ""
+            return f"{self.method.name}: {self.progress.text()}{left}"
         if self.state == SUCCEEDED:
             where = f" on {self.server}" if self.server else ""
             check = f"; {self.selfCheck}" if self.selfCheck else ""
@@ -187,17 +215,23 @@ class EnhanceJob:
                 self.state, self.errorMessage = CANCELLED, "cancelled by the user; the scene was left unchanged"
             elif self.process.returncode != 0:
                 self.state, self.errorMessage = FAILED, self.process.errorMessage()
+                self.details = self.process.stderrText() or self.errorMessage
+                log.error("the backend failed (exit code %s): %s\n%s", self.process.returncode, self.errorMessage,
+                          self.details)
             else:
                 self.outputNode = self.logic.importResult(self)
                 self.state, self.fraction = SUCCEEDED, 1.0
         except EnhanceError as exc:
-            self.state, self.errorMessage = FAILED, str(exc)
+            self.state, self.errorMessage, self.details = FAILED, str(exc), str(exc)
         except Exception as exc:  # an unexpected failure while loading: report it, keep the scene as it was
             log.exception("loading the enhanced volume failed")
             self.state, self.errorMessage = FAILED, f"could not load the enhanced volume: {exc}"
+            self.details = traceback.format_exc()
         finally:
             self.seconds = time.monotonic() - self.started
             shutil.rmtree(self.workDir, ignore_errors=True)
+            if self in _runningJobs:
+                _runningJobs.remove(self)
         self._call(self.onFinished)
 
     def _call(self, callback) -> None:
@@ -259,7 +293,7 @@ class EnhanceLogic:
                 onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False,
                 segment: bool = False, samples: int = 1, backProjection: int = 0,
                 dataConsistency: Optional[int] = None, adapt: float = 0.0, sliceThickness: Optional[float] = None,
-                server: Optional[str] = None, token: Optional[str] = None):
+                server: Optional[str] = None, token: Optional[str] = None, preset: Optional[str] = None):
         """Enhance `inputNode`; options left as None take the method's defaults.
 
         Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
@@ -275,16 +309,35 @@ class EnhanceLogic:
         the scan itself for that many seconds (methods whose registry entry allows it; `sliceThickness` in
         mm overrides the slice profile); a learned run reports its self-check (`job.selfCheck`,
         `logic.selfCheck(out)`). `server` (default `logic.server`) runs on a `mrisr serve` server with
-        `token` (default `logic.serverToken`, else $MRISR_SERVER_TOKEN).
+        `token` (default `logic.serverToken`, else $MRISR_SERVER_TOKEN). `preset` ("Fast", "Balanced", "Best":
+        `logic.presets()`) picks method, steps, samples and adaptation; options given explicitly win.
         """
         if dataConsistency is not None:
             backProjection = dataConsistency
         parameters = EnhanceParameters(method, steps, startStep, patchSize, overlap, targetSpacing, device, seed,
                                        batchSize, segment, samples, backProjection, adapt, sliceThickness)
+        if preset is not None:
+            parameters = self._withPreset(parameters, preset)
         if showResults:
             onFinished = self._showingResults(onFinished)
         job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished, server, token)
         return job if not blocking else job.wait(idle=self.idle)
+
+    def presets(self) -> tuple[Preset, ...]:
+        """Fast / Balanced / Best of this backend (see presets.py: from its registry, never copied)."""
+        return presetsFor(self.methodCatalog())
+
+    def _withPreset(self, parameters: EnhanceParameters, name: str) -> EnhanceParameters:
+        chosen = presetNamed(self.presets(), name).parameters(parameters)
+        if parameters.method is not None and parameters.method != chosen.method:
+            raise EnhanceError(f"preset {name!r} uses {chosen.method}; leave out method={parameters.method!r} or the preset")
+        explicit = {option: getattr(parameters, option) for option in ("steps", "startStep", "patchSize")
+                    if getattr(parameters, option) is not None}
+        if parameters.samples != 1:
+            explicit["samples"] = parameters.samples
+        if parameters.adapt:
+            explicit["adapt"] = parameters.adapt
+        return chosen.replace(**explicit)
 
     def _showingResults(self, onFinished):
         def finished(job: EnhanceJob) -> None:
@@ -317,7 +370,8 @@ class EnhanceLogic:
             for warning in plan.warnings:
                 log.warning("%s", warning)
             command = backendCommand(self.python()) + ["enhance", inputPath, outputPath, *arguments]
-            process = self._remoteProcess(command, server, token) if server else BackendProcess(command)
+            process = (self._remoteProcess(command, server, token) if server
+                       else BackendProcess(command, env=backendEnvironment(self.python())))
             process.start()
         except FileNotFoundError as exc:
             shutil.rmtree(workDir, ignore_errors=True)
@@ -333,7 +387,7 @@ class EnhanceLogic:
     def _remoteProcess(self, command: list[str], server: str, token: Optional[str]) -> BackendProcess:
         """The local backend as a client of `server`: the token travels in its environment, never on its
         command line, and closing its stdin (cancel, or Slicer gone) cancels the server's job."""
-        env = dict(os.environ)
+        env = backendEnvironment(self.python())
         token = token or self.serverToken
         if token:
             env[TOKEN_ENVIRONMENT] = token

@@ -134,6 +134,7 @@ class MethodCatalog:
     defaultMethod: str
     methods: tuple[MethodInfo, ...]
     limits: BackendLimits
+    presets: tuple[dict, ...] = ()  # the backend's own presets, when it exports them (see presets.py)
 
     @classmethod
     def fromRegistry(cls, data: dict) -> "MethodCatalog":
@@ -142,7 +143,8 @@ class MethodCatalog:
             raise EnhanceError("the backend registry lists no methods: reinstall the mrisr backend")
         names = [m.name for m in methods]
         default = data.get("default_method") if data.get("default_method") in names else names[0]
-        return cls(default, methods, BackendLimits.fromRegistry(data.get("limits")))
+        return cls(default, methods, BackendLimits.fromRegistry(data.get("limits")),
+                   tuple(dict(p) for p in data.get("presets") or ()))
 
     @property
     def names(self) -> list[str]:
