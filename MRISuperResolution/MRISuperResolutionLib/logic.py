@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 import slicer
 
 from . import difference as diff
-from . import nodeio, tissues
+from . import nodeio, sampledata, tissues
 from .uncertainty import showAsUncertainty
 from .dependencies import backendEnvironment, loadCatalog, planRun
 from .layout import ComparisonLayout
@@ -322,6 +322,18 @@ class EnhanceLogic:
             onFinished = self._showingResults(onFinished)
         job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished, server, token)
         return job if not blocking else job.wait(idle=self.idle)
+
+    def loadLowFieldSample(self, cacheDir: Optional[str] = None,
+                           onProgress: Optional[Callable[[float, str], None]] = None):
+        """The "low-field sample" (the backend's `mrisr demo` volume, made once into `cacheDir`: default the
+        scene's download cache) as a volume node in the scene."""
+        cacheDir = cacheDir or sampledata.defaultCacheDir(self.scene) or self.tempRoot or tempfile.gettempdir()
+        path = sampledata.makeLowFieldSample(self.python(), cacheDir, self._catalog, idle=self.idle,
+                                             onProgress=onProgress)
+        volumesLogic = self.applicationLogic.GetModuleLogic("Volumes") if self.applicationLogic is not None else None
+        if volumesLogic is None:
+            raise EnhanceError("Slicer's Volumes module logic is not available to load the sample")
+        return sampledata.loadLowFieldSample(volumesLogic, path)
 
     def presets(self) -> tuple[Preset, ...]:
         """Fast / Balanced / Best of this backend (see presets.py: from its registry, never copied)."""

@@ -174,3 +174,39 @@ def test_ui_connections_and_custom_widgets_are_consistent():
     assert {w.get("name") for w in node_combos} == {"inputSelector", "referenceSelector", "outputSelector"}
     receivers = {c.find("receiver").text for c in root.iter("connection")}
     assert receivers == {w.get("name") for w in node_combos}  # each gets the scene from the panel
+
+
+def ancestors(name: str) -> list[str]:
+    """Names of the widgets that contain widget `name`, innermost first."""
+    root = ui_tree()
+    parents = {child: parent for parent in root.iter() for child in parent}
+    node = next(w for w in root.iter("widget") if w.get("name") == name)
+    names = []
+    while node in parents:
+        node = parents[node]
+        if node.tag == "widget":
+            names.append(node.get("name"))
+    return names
+
+
+def document_order() -> list[str]:
+    return [w.get("name") for w in ui_tree().iter("widget")]
+
+
+def test_first_use_shows_the_backend_status_at_the_top_and_the_tuning_under_advanced():
+    order = document_order()
+    for name in ("backendStatusLabel", "checkBackendButton", "installButton"):
+        assert "advancedCollapsibleButton" not in ancestors(name), name  # visible without opening Advanced
+        assert order.index(name) < order.index("inputsCollapsibleButton"), name  # above everything else
+    advanced = ui_tree().find(".//widget[@name='advancedCollapsibleButton']")
+    assert advanced.find("property[@name='collapsed']/bool").text == "true"
+    for name in ("stepsSpinBox", "startStepSpinBox", "patchSizeSpinBox", "overlapSliderWidget", "seedSpinBox",
+                 "deviceComboBox", "pythonPathLineEdit"):
+        assert "advancedCollapsibleButton" in ancestors(name), name
+    assert ancestors("presetComboBox")[0] == "methodCollapsibleButton"
+    method_rows = {item.find("widget").get("name"): int(item.get("row"))
+                   for item in ui_tree().find(".//layout[@name='methodFormLayout']").findall("item")}
+    assert method_rows["presetComboBox"] == 0 == min(method_rows.values())
+    assert order.index("showDetailsButton") == order.index("statusLabel") + 1
+    details = ui_tree().find(".//widget[@name='showDetailsButton']")
+    assert details.find("property[@name='visible']/bool").text == "false"  # shown only after a failure

@@ -79,3 +79,17 @@ def test_the_demo_step_uses_the_quickest_measured_method(catalog):
     rates = {m.name: m.config["seconds_per_megavoxel"]["cpu"] for m in catalog.methods}
     assert rates[method] == min(rates.values())
     assert sampledata.sampleCommand("py", "out", method)[-4:] == ["demo", "out", "--method", method]
+
+
+def test_the_logic_loads_the_cached_sample_into_its_scene(world, logic, sample):
+    cache, path, *_ = sample
+    before = world.nodeIDs()
+    node = logic.loadLowFieldSample(str(cache))
+    assert node.GetScene() is world.scene and node.GetID() not in before
+    assert node.GetImageData().GetDimensions() == tuple(__import__("SimpleITK").ReadImage(str(path)).GetSize())
+    assert sampledata.defaultCacheDir(world.scene) is None  # slicer-core: no cache manager
+    manager = slicer.vtkCacheManager()  # Slicer's: where Sample Data keeps its downloads
+    manager.SetRemoteCacheDirectory(str(cache))
+    world.scene.SetCacheManager(manager)
+    assert sampledata.defaultCacheDir(world.scene) == str(cache)
+    assert logic.loadLowFieldSample().GetName() == sampledata.NODE_NAME + "_1"  # from that cache, not made again
