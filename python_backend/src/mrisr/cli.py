@@ -31,7 +31,9 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, help="patch side in voxels (patch-based methods)")
     parser.add_argument("--overlap", type=float, default=0.25, help="patch overlap fraction in [0, 1) (default 0.25)")
     parser.add_argument("--target-spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                        help="output spacing in mm; default: the input's finest spacing on every axis")
+                        help="output spacing in mm; default: the input's finest spacing on every axis, but not "
+                             "finer than the method was trained for and coarsened to fit a default grid of "
+                             "at most 24 M voxels (see `mrisr plan`)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--samples", type=int, default=1,

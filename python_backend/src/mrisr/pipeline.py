@@ -86,7 +86,7 @@ def enhance(
     image = validate_volume(image)
     settings = dataclasses.replace(settings, slice_axes=slice_axes(options.planes, image.GetDirection()))
     check_reference(spec, reference is not None)
-    grid = output_grid(image, options)
+    grid = output_grid(image, options, spec)
     for warning in training_range_warnings(spec, image.GetSpacing(), grid.spacing, bool(options.adapt)):
         log.warning(warning)
     array = sitk.GetArrayFromImage(image)

@@ -8,6 +8,7 @@ Slicer module asks the backend instead of copying its rules. Imports neither tor
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
@@ -27,6 +28,8 @@ from mrisr.segmentation.runs import SegmentationPaths
 DEFAULT_OVERLAP = 0.25
 OUTPUT_BYTES_PER_VOXEL = 4  # float32
 PLANE_NORMALS = {"sagittal": 0, "coronal": 1, "axial": 2}  # patient (LPS) axis each plane is perpendicular to
+DEFAULT_GRID_MAX_VOXELS = 24_000_000  # the default output grid stays within this (a 0.8 mm head; 92 MiB a volume)
+DEFAULT_SPACING_STEP_MM = 0.01  # a default spacing coarsened to fit that budget is a multiple of this
 
 T = TypeVar("T")
 
@@ -87,7 +90,10 @@ def limits() -> dict[str, Any]:
         "overlap": {"default": DEFAULT_OVERLAP, "minimum": 0.0, "below": 1.0},
         "max_voxels": DEFAULT_MAX_VOXELS,
         "target_spacing": {"values": 3, "unit": "mm", "rule": "positive and finite",
-                           "default": "the input's finest spacing on every axis"},
+                           "default": "the input's finest spacing on every axis, but not finer than the method's "
+                                      "training range and coarsened until the grid has at most "
+                                      "default_grid_max_voxels (or max_voxels, if smaller)"},
+        "default_grid_max_voxels": DEFAULT_GRID_MAX_VOXELS,
         "output_grid": "the input's physical extent and direction; size = round(extent / spacing), at least 1",
         "input_interpolator": INPUT_INTERPOLATOR,
     }
@@ -185,10 +191,33 @@ def training_range_warnings(spec: MethodSpec, input_spacing: Sequence[float], ou
     return warnings
 
 
-def output_grid(image: sitk.Image, options: EnhanceOptions) -> Grid:
-    """The output grid: the input's extent and direction at the target (default finest isotropic) spacing."""
+def default_spacing(grid: Grid, spec: MethodSpec | None, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[float, float, float]:
+    """The output spacing when none is given: isotropic at the input's finest spacing, never finer than the
+    finest output spacing `spec` was trained for, and coarsened in DEFAULT_SPACING_STEP_MM steps until the
+    grid has at most min(DEFAULT_GRID_MAX_VOXELS, max_voxels) voxels."""
+    spacing = finest_isotropic_spacing(grid)[0]
+    trained = spec.config.get("training_range") if spec is not None else None
+    if trained:
+        spacing = max(spacing, float(trained["output_spacing_mm"][0]))
+    budget = min(DEFAULT_GRID_MAX_VOXELS, max_voxels)
+
+    def voxels(s: float) -> int:
+        return grid_with_spacing(grid, (s, s, s), max_voxels=2**62).num_voxels
+
+    if voxels(spacing) > budget:
+        volume = math.prod(n * s for n, s in zip(grid.size, grid.spacing))
+        step = DEFAULT_SPACING_STEP_MM
+        spacing = round(math.ceil(max(spacing, (volume / budget) ** (1 / 3)) / step) * step, 6)
+        while voxels(spacing) > budget:
+            spacing = round(spacing + step, 6)
+    return (spacing, spacing, spacing)
+
+
+def output_grid(image: sitk.Image, options: EnhanceOptions, spec: MethodSpec | None = None) -> Grid:
+    """The output grid: the input's extent and direction at the target spacing, by default
+    `default_spacing` for `spec` (None: no method's training range)."""
     grid = Grid.of(image)
-    spacing = options.target_spacing or finest_isotropic_spacing(grid)
+    spacing = options.target_spacing or default_spacing(grid, spec, options.max_voxels)
     return grid_with_spacing(grid, spacing, options.max_voxels)
 
 
@@ -275,7 +304,7 @@ def plan_run(input_path: str | os.PathLike, options: EnhanceOptions = EnhanceOpt
     if plan.image is not None:
         plan.input_grid = Grid.of(plan.image)
         plan.attempt(slice_axes, options.planes, plan.image.GetDirection(), raise_first=raise_first)
-        plan.output_grid = plan.attempt(output_grid, plan.image, options, raise_first=raise_first)
+        plan.output_grid = plan.attempt(output_grid, plan.image, options, spec, raise_first=raise_first)
     if spec is not None and plan.output_grid is not None:
         plan.warnings = training_range_warnings(spec, plan.input_grid.spacing, plan.output_grid.spacing,
                                                 bool(options.adapt))
