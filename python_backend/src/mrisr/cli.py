@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import mrisr.device  # noqa: F401  (first: it prepares the environment torch reads on import)
 from mrisr.adaptation.settings import DEFAULT_SECONDS as ADAPT_DEFAULT_SECONDS
 from mrisr.errors import CancelledError, MRISRError
 from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS
@@ -34,7 +35,8 @@ def _add_enhance_options(parser: argparse.ArgumentParser) -> None:
                         help="output spacing in mm; default: the input's finest spacing on every axis, but not "
                              "finer than the method was trained for and coarsened to fit a default grid of "
                              "at most 24 M voxels (see `mrisr plan`)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto: "
+                                                          "CUDA, else Apple MPS, else CPU)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--samples", type=int, default=1,
                         help="diffusion methods: average this many posterior samples (seeds SEED, SEED+1, …); "
@@ -131,6 +133,8 @@ def cmd_plan(args: argparse.Namespace, progress: ProgressCallback) -> int:
             out = answer["output"]
             print(f"output: {'x'.join(map(str, out['size']))} voxels at {'x'.join(f'{v:g}' for v in out['spacing'])} mm "
                   f"({out['voxels']:,} voxels, {out['memory_mib']:.1f} MiB as float32) with {answer['method']}")
+            if out.get("device_memory_mib"):
+                print(f"GPU memory: about {out['device_memory_mib']:,.0f} MiB (estimate)")
         for role, path in answer["files"].items():
             print(f"{role}: {path}")
     for warning in plan.warnings:
@@ -391,7 +395,7 @@ def build_parser(bench: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment brain tissue (background, CSF, GM, WM) of a T1-weighted volume")
     p.add_argument("input")
     p.add_argument("output", help="label map: .seg.nrrd (Slicer segmentation) or .nii.gz/.nrrd")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--json", help="also write a JSON report (volumes, Dice against --reference-seg)")
     _add_segment_options(p)
     p.set_defaults(func=cmd_segment)

@@ -1,9 +1,17 @@
-"""Compute-device selection (CUDA when present, CPU otherwise, a clear error for a bad request) and the one
-mixed-precision helper. torch is imported only inside the functions (the CLI's listing commands stay light)."""
+"""Compute-device selection (CUDA, then Apple MPS, then CPU; a clear error for a bad request), the device
+memory check before a run and the one mixed-precision helper. torch is imported only inside the functions
+(the CLI's listing commands stay light).
+
+Importing this module on macOS sets PYTORCH_ENABLE_MPS_FALLBACK=1 (unless set already), so operations MPS
+lacks run on the CPU instead of failing: PyTorch reads it when torch is imported, so the CLI and the
+pipeline import this module before torch.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any, ContextManager
 
 from mrisr.errors import InputError
@@ -11,17 +19,40 @@ from mrisr.errors import InputError
 if TYPE_CHECKING:
     import torch
 
+MPS_FALLBACK = "PYTORCH_ENABLE_MPS_FALLBACK"
+
+
+def allow_mps_fallback() -> None:
+    """Let operations MPS does not implement fall back to the CPU, where MPS may be used (macOS)."""
+    if sys.platform == "darwin":
+        os.environ.setdefault(MPS_FALLBACK, "1")
+
+
+allow_mps_fallback()
+
+
+def _has_mps() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
 
 def resolve_device(name: str = "auto") -> str:
-    """Turn "auto" | "cpu" | "cuda" | "cuda:N" into a concrete torch device string."""
+    """Turn "auto" | "cpu" | "cuda" | "cuda:N" | "mps" into a concrete torch device string; auto prefers
+    CUDA, then MPS, then the CPU."""
     import torch
 
     name = (name or "auto").strip().lower()
     has_cuda = torch.cuda.is_available()
     if name == "auto":
-        return "cuda" if has_cuda else "cpu"
+        return "cuda" if has_cuda else "mps" if _has_mps() else "cpu"
     if name == "cpu":
         return "cpu"
+    if name == "mps":
+        if not _has_mps():
+            raise InputError("device 'mps' requested but Apple MPS is not available here: use --device cpu or auto")
+        return "mps"
     if name == "cuda" or name.startswith("cuda:"):
         if not has_cuda:
             raise InputError(f"device {name!r} requested but CUDA is not available here: use --device cpu or auto")
@@ -29,7 +60,20 @@ def resolve_device(name: str = "auto") -> str:
         if index >= torch.cuda.device_count():
             raise InputError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
         return f"cuda:{index}"
-    raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+    raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_free_memory(device: str, need_mib: float) -> None:
+    """Refuse a CUDA run whose estimated need (MiB) exceeds the device's free memory, before any work."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    if free < need_mib * 2**20:
+        raise InputError(f"this run needs about {need_mib / 1024:.1f} GiB on {device} but only "
+                         f"{free / 2**30:.1f} GiB is free: use --device cpu, a smaller --batch-size or "
+                         f"--patch-size, or enhance a smaller region")
 
 
 def autocast_dtype(device: str | torch.device) -> torch.dtype | None:

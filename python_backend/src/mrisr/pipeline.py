@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.adaptation.settings import AdaptSettings
-from mrisr.device import resolve_device
+from mrisr.device import check_free_memory, resolve_device  # before torch: it prepares the environment torch reads
 from mrisr.evaluation.self_check import SelfCheck, self_check
 from mrisr.imaging.backprojection import back_project
 from mrisr.imaging.foreground import foreground_mask
@@ -24,8 +24,8 @@ from mrisr.imaging.normalization import robust_scale
 from mrisr.inference.posterior_samples import sample_statistics
 from mrisr.io.volumes import slice_thickness, validate_volume, write_volume
 from mrisr.methods import MethodInput, RunSettings, build_method
-from mrisr.plan import (PLANE_NORMALS, EnhanceOptions, RunFiles, check_options, check_reference, output_grid,
-                        plan_run, slice_axes, training_range_warnings)
+from mrisr.plan import (PLANE_NORMALS, EnhanceOptions, RunFiles, check_options, check_reference, device_memory_mib,
+                        output_grid, plan_run, slice_axes, training_range_warnings)
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from mrisr.registry import MethodSpec, default_method, get_spec
 
@@ -87,6 +87,7 @@ def enhance(
     settings = dataclasses.replace(settings, slice_axes=slice_axes(options.planes, image.GetDirection()))
     check_reference(spec, reference is not None)
     grid = output_grid(image, options, spec)
+    check_free_memory(settings.device, device_memory_mib(spec, asdict(settings), grid))
     for warning in training_range_warnings(spec, image.GetSpacing(), grid.spacing, bool(options.adapt)):
         log.warning(warning)
     array = sitk.GetArrayFromImage(image)

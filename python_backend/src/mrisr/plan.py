@@ -31,6 +31,16 @@ PLANE_NORMALS = {"sagittal": 0, "coronal": 1, "axial": 2}  # patient (LPS) axis 
 DEFAULT_GRID_MAX_VOXELS = 24_000_000  # the default output grid stays within this (a 0.8 mm head; 92 MiB a volume)
 DEFAULT_SPACING_STEP_MM = 0.01  # a default spacing coarsened to fit that budget is a multiple of this
 
+# Device memory of a learned method's run (an estimate: no GPU measured it yet). Activations: the peak
+# resident memory of one call of Res-SRDiff's shipped network on 8 slices of 128² and 256² (fp32, CPU),
+# 280–380 bytes per input voxel, used for every network. A 3D patch method also keeps whole-volume float32
+# tensors on the device (x_t, condition, noise, blended prediction) and feeds blocks of 3×3×3 patches.
+ACTIVATION_BYTES_PER_BATCH_VOXEL = 300
+PATCH_METHOD_DEVICE_VOLUMES = 4
+PATCHES_PER_BLOCK = 27
+DEFAULT_SLICE_BATCH = 8
+DEFAULT_BLOCK_BATCH = 4
+
 T = TypeVar("T")
 
 
@@ -221,6 +231,25 @@ def output_grid(image: sitk.Image, options: EnhanceOptions, spec: MethodSpec | N
     return grid_with_spacing(grid, spacing, options.max_voxels)
 
 
+def device_memory_mib(spec: MethodSpec, settings: dict[str, Any], grid: Grid) -> float:
+    """Estimated device memory of a run of `spec` on `grid` (MiB): weights, one network batch's activations
+    and, for 3D patch methods, the whole-volume tensors; 0 for interpolation (CPU only)."""
+    if spec.kind == "interpolation":
+        return 0.0
+    presets = spec.config.get("presets", {})
+    shipped = presets.get(str(spec.config.get("card", "")).rsplit("_", 1)[-1], {})
+    parameters = shipped.get("parameters", max((p.get("parameters", 0) for p in presets.values()), default=0))
+    volume = grid.num_voxels * OUTPUT_BYTES_PER_VOXEL
+    if spec.patch_size is not None:
+        batch = settings.get("batch_size") or DEFAULT_BLOCK_BATCH
+        voxels = batch * PATCHES_PER_BLOCK * (settings.get("patch_size") or spec.patch_size.default) ** 3
+        volumes = PATCH_METHOD_DEVICE_VOLUMES * volume
+    else:
+        batch = settings.get("batch_size") or spec.config.get("batch_size", DEFAULT_SLICE_BATCH)
+        voxels, volumes = batch * math.prod(sorted(grid.size)[1:]), 0
+    return (parameters * 4 + voxels * ACTIVATION_BYTES_PER_BATCH_VOXEL + volumes) / 2**20
+
+
 def check_files(files: RunFiles, protect: tuple[str | os.PathLike, ...], samples: int) -> None:
     """Refuse output paths that cannot be written, that are inputs, or that clash, before any work."""
     if files.reference_seg is not None and not files.segment:
@@ -276,6 +305,9 @@ class RunPlan:
         if output is not None:
             copies = 2 if "uncertainty" in self.files else 1
             output["memory_mib"] = round(copies * self.output_grid.num_voxels * OUTPUT_BYTES_PER_VOXEL / 2**20, 1)
+            if self.method is not None:
+                memory = device_memory_mib(get_spec(self.method), self.settings, self.output_grid)
+                output["device_memory_mib"] = round(memory, 1)
         return {"method": self.method, "settings": self.settings, "input": grid(self.input_grid), "output": output,
                 "files": self.files, "errors": self.errors, "warnings": self.warnings}
 
@@ -296,7 +328,8 @@ def plan_run(input_path: str | os.PathLike, options: EnhanceOptions = EnhanceOpt
         results = {name: plan.attempt(check, raise_first=raise_first)
                    for name, check in option_checks(spec, options).items()}
         plan.settings = {**(results["ranges"] or {}), "overlap": options.overlap, "samples": options.samples,
-                         "back_projection": options.back_projection, "adapt": options.adapt}
+                         "back_projection": options.back_projection, "adapt": options.adapt,
+                         "batch_size": options.batch_size, "device": options.device}
         plan.attempt(check_reference, spec, reference_path is not None, raise_first=raise_first)
     plan.image = plan.attempt(read_volume, input_path, raise_first=raise_first)
     if reference_path is not None:
