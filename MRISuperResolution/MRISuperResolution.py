@@ -16,7 +16,7 @@ import ctk
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper, parameterPack
@@ -153,6 +153,7 @@ class MRISuperResolutionParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     referenceVolume: vtkMRMLScalarVolumeNode
     outputVolume: vtkMRMLScalarVolumeNode
+    roi: vtkMRMLMarkupsROINode  # optional: enhance only the input's voxels inside it
     method: str = ""
     steps: Annotated[int, WithinRange(1, 10000)] = 50
     startStep: Annotated[int, WithinRange(0, 10000)] = 0
@@ -529,12 +530,14 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         inputNode = node.inputVolume
         if catalog is None or inputNode is None or inputNode.GetImageData() is None or node.method not in catalog.names:
             return None
+        roi = node.roi
         key = (inputNode.GetID(), inputNode.GetImageData().GetMTime(), inputNode.GetMTime(), node.method,
-               self.targetSpacing())
+               self.targetSpacing(), roi.GetID() if roi else None, roi.GetMTime() if roi else None)
         if key != self._planKey:
             self._planKey = key
             try:
-                self._plan = self.logic.plan(inputNode, EnhanceParameters(node.method, targetSpacing=self.targetSpacing()))
+                self._plan = self.logic.plan(inputNode, EnhanceParameters(node.method, targetSpacing=self.targetSpacing()),
+                                             roiNode=roi)
             except EnhanceError:
                 self._plan = None
         return self._plan
@@ -597,7 +600,8 @@ class MRISuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             if self.usingServer() and not self.logic.server:
                 raise EnhanceError(_("Enter the server's URL under Advanced, or choose This computer."))
             self._job = self.logic.start(node.inputVolume, parameters, node.referenceVolume, node.outputVolume,
-                                         onProgress=self.onJobProgress, onFinished=self.onJobFinished)
+                                         onProgress=self.onJobProgress, onFinished=self.onJobFinished,
+                                         roiNode=node.roi)
             self.ui.progressBar.value = 0
             self.ui.showDetailsButton.visible = False
             self.ui.statusLabel.text = "\n".join([self._job.statusText(), *(f"⚠ {w}" for w in self._job.warnings)])

@@ -94,11 +94,14 @@ def removeOrphanedWorkDirs(root: str) -> list[str]:
     return removed
 
 
-def resultName(inputNode, method: MethodInfo, parameters: EnhanceParameters) -> str:
-    """`<input> enhanced (<method>, <steps>)`, e.g. "T1 enhanced (ressrdiff, 1 step)" or "T1 enhanced (bspline)"."""
+def resultName(inputNode, method: MethodInfo, parameters: EnhanceParameters, region: bool = False) -> str:
+    """`<input> enhanced (<method>, <steps>)`, e.g. "T1 enhanced (ressrdiff, 1 step)" or "T1 enhanced (bspline)";
+    ", region" when only a ROI of the input was enhanced."""
     details = [method.name, method.stepsLabel(parameters.steps)]
     if parameters.adapt:
         details.append("adapted")
+    if region:
+        details.append("region")
     return f"{inputNode.GetName()} enhanced ({', '.join(d for d in details if d)})"
 
 
@@ -130,6 +133,7 @@ class EnhanceJob:
         self.selfCheck = ""  # the backend's self-check verdict of a learned run ("self-check ok (…)" / "…FLAGGED…")
         self.warnings: tuple[str, ...] = plan.warnings  # the run goes ahead, e.g. outside the training range
         self.server: Optional[str] = None  # the server's URL for a remote run
+        self.roiNode = None  # the markups ROI the input was cropped to (None: the whole input)
         self.details = ""  # after a failure: everything the backend wrote to stderr (or the traceback), for "Show details"
         _runningJobs.append(self)
 
@@ -293,7 +297,8 @@ class EnhanceLogic:
                 onFinished: Optional[Callable[[EnhanceJob], None]] = None, showResults: bool = False,
                 segment: bool = False, samples: int = 1, backProjection: int = 0,
                 dataConsistency: Optional[int] = None, adapt: float = 0.0, sliceThickness: Optional[float] = None,
-                server: Optional[str] = None, token: Optional[str] = None, preset: Optional[str] = None):
+                server: Optional[str] = None, token: Optional[str] = None, preset: Optional[str] = None,
+                roiNode=None):
         """Enhance `inputNode`; options left as None take the method's defaults.
 
         Blocking (default): returns the enhanced volume node, raises EnhanceError (or EnhanceCancelled).
@@ -310,7 +315,8 @@ class EnhanceLogic:
         mm overrides the slice profile); a learned run reports its self-check (`job.selfCheck`,
         `logic.selfCheck(out)`). `server` (default `logic.server`) runs on a `mrisr serve` server with
         `token` (default `logic.serverToken`, else $MRISR_SERVER_TOKEN). `preset` ("Fast", "Balanced", "Best":
-        `logic.presets()`) picks method, steps, samples and adaptation; options given explicitly win.
+        `logic.presets()`) picks method, steps, samples and adaptation; options given explicitly win. `roiNode`
+        (a markups ROI) enhances only the input's voxels inside it: much faster, for a quick look.
         """
         if dataConsistency is not None:
             backProjection = dataConsistency
@@ -320,7 +326,7 @@ class EnhanceLogic:
             parameters = self._withPreset(parameters, preset)
         if showResults:
             onFinished = self._showingResults(onFinished)
-        job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished, server, token)
+        job = self.start(inputNode, parameters, referenceNode, outputNode, onProgress, onFinished, server, token, roiNode)
         return job if not blocking else job.wait(idle=self.idle)
 
     def loadLowFieldSample(self, cacheDir: Optional[str] = None,
@@ -360,7 +366,8 @@ class EnhanceLogic:
         return finished
 
     def start(self, inputNode, parameters: EnhanceParameters, referenceNode=None, outputNode=None,
-              onProgress=None, onFinished=None, server: Optional[str] = None, token: Optional[str] = None) -> EnhanceJob:
+              onProgress=None, onFinished=None, server: Optional[str] = None, token: Optional[str] = None,
+              roiNode=None) -> EnhanceJob:
         """Write the inputs to a temporary folder, have the backend check the run (`mrisr plan`), then
         start it (here, or as a client of the server `server`); returns the running job. A refusal raises
         EnhanceError with the backend's message; the plan's warnings are logged and kept in `job.warnings`."""
@@ -375,7 +382,7 @@ class EnhanceLogic:
         workDir = self._newWorkDir()
         try:
             inputPath, arguments = self._writeInputs(workDir, inputNode, referenceNode if method.needsReference else None,
-                                                     parameters, method)
+                                                     parameters, method, roiNode)
             outputPath = os.path.join(workDir, "enhanced" + FILE_SUFFIX)
             plan = planRun(self.python(), inputPath, outputPath, arguments)
             plan.check()
@@ -392,7 +399,7 @@ class EnhanceLogic:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
         job = EnhanceJob(self, process, workDir, inputNode, outputNode, method, parameters, plan, onProgress, onFinished)
-        job.server = server
+        job.server, job.roiNode = server, roiNode
         self.schedulePolling(job)
         return job
 
@@ -415,7 +422,7 @@ class EnhanceLogic:
             owner.write(str(os.getpid()))
         return workDir
 
-    def plan(self, inputNode, parameters: Optional[EnhanceParameters] = None, referenceNode=None) -> RunPlan:
+    def plan(self, inputNode, parameters: Optional[EnhanceParameters] = None, referenceNode=None, roiNode=None) -> RunPlan:
         """The backend's plan for enhancing `inputNode` (output grid, voxels, memory, refusals), without a run.
 
         Takes about a second (a backend process without torch); the panel uses it for the output spacing
@@ -427,7 +434,7 @@ class EnhanceLogic:
         workDir = self._newWorkDir()
         try:
             inputPath, arguments = self._writeInputs(workDir, inputNode, referenceNode if method.needsReference else None,
-                                                     parameters, method)
+                                                     parameters, method, roiNode)
             return planRun(self.python(), inputPath, None, arguments)
         finally:
             shutil.rmtree(workDir, ignore_errors=True)
@@ -436,10 +443,11 @@ class EnhanceLogic:
         """Hook for the Slicer module: poll the job from a timer. Here the caller polls or waits."""
 
     def _writeInputs(self, workDir: str, inputNode, referenceNode, parameters: EnhanceParameters,
-                     method: MethodInfo) -> tuple[str, list[str]]:
-        """Write the input (and reference) volume files; returns the input path and the run's arguments."""
+                     method: MethodInfo, roiNode=None) -> tuple[str, list[str]]:
+        """Write the input (cropped to the ROI, if any) and reference volume files; returns the input path and
+        the run's arguments."""
         inputPath = os.path.join(workDir, "input" + FILE_SUFFIX)
-        nodeio.writeVolumeFile(inputNode, inputPath)
+        nodeio.writeVolumeFile(nodeio.croppedVolume(inputNode, roiNode) if roiNode is not None else inputNode, inputPath)
         arguments = []
         if referenceNode is not None:
             referencePath = os.path.join(workDir, "reference" + FILE_SUFFIX)
@@ -467,7 +475,7 @@ class EnhanceLogic:
         existing = {role: nodeio.referencedNode(outputNode, role) for role in (INTERPOLATED_ROLE, DIFFERENCE_ROLE)}
         created = []
         before = nodeio.nodeIDs(scene)
-        name = resultName(inputNode, job.method, job.parameters)
+        name = resultName(inputNode, job.method, job.parameters, region=job.roiNode is not None)
         try:
             outputNode = self._put(enhanced, name, outputNode, created)
             if outputNode not in created:
@@ -562,6 +570,7 @@ class EnhanceLogic:
         outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Seconds", f"{time.monotonic() - job.started:.1f}")
         outputNode.SetAttribute(ATTRIBUTE_PREFIX + "SelfCheck", job.selfCheck or None)
         outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Server", job.server or None)
+        outputNode.SetAttribute(ATTRIBUTE_PREFIX + "Region", job.roiNode.GetID() if job.roiNode is not None else None)
 
     def selfCheck(self, outputNode) -> str:
         """The backend's self-check line of the run that made `outputNode` ("" for interpolation)."""

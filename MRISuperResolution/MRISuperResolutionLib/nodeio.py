@@ -55,6 +55,45 @@ def readVolumeFile(path: str):
     return node
 
 
+def roiExtent(node, roiNode) -> tuple[int, int, int, int, int, int]:
+    """(i0, i1, j0, j1, k0, k1), inclusive: the voxels of `node` inside the box of a markups ROI (rotated
+    or under a linear transform: the IJK box around its eight corners, clipped to the volume)."""
+    toInput = vtk.vtkMatrix4x4()
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(roiNode.GetParentTransformNode(),
+                                                                   node.GetParentTransformNode(), toInput):
+        raise EnhanceError(f"ROI {roiNode.GetName()!r} and volume {node.GetName()!r} are related by a non-linear "
+                           "transform: harden it first")
+    rasToIJK = vtk.vtkMatrix4x4()
+    node.GetRASToIJKMatrix(rasToIJK)
+    objectToIJK = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Multiply4x4(toInput, roiNode.GetObjectToNodeMatrix(), objectToIJK)
+    vtk.vtkMatrix4x4.Multiply4x4(rasToIJK, objectToIJK, objectToIJK)
+    size = roiNode.GetSize()
+    corners = np.array([objectToIJK.MultiplyPoint((sx * size[0] / 2, sy * size[1] / 2, sz * size[2] / 2, 1.0))[:3]
+                        for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+    dimensions = node.GetImageData().GetDimensions()
+    low = np.maximum(np.floor(corners.min(axis=0) + 0.5), 0).astype(int)  # voxels whose centre is inside
+    high = np.minimum(np.ceil(corners.max(axis=0) - 0.5), np.array(dimensions) - 1).astype(int)
+    if np.any(high < low):
+        raise EnhanceError(f"ROI {roiNode.GetName()!r} does not overlap volume {node.GetName()!r}: move it onto the volume")
+    return int(low[0]), int(high[0]), int(low[1]), int(high[1]), int(low[2]), int(high[2])
+
+
+def croppedVolume(node, roiNode):
+    """A scalar volume node (not in any scene) with the voxels of `node` inside the ROI, on the same grid."""
+    i0, i1, j0, j1, k0, k1 = roiExtent(node, roiNode)
+    cropped = slicer.vtkMRMLScalarVolumeNode()
+    shift = vtk.vtkMatrix4x4()
+    for axis, start in enumerate((i0, j0, k0)):
+        shift.SetElement(axis, 3, start)
+    matrix = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Multiply4x4(ijkToRAS(node), shift, matrix)
+    cropped.SetIJKToRASMatrix(matrix)
+    slicer.util.updateVolumeFromArray(cropped, slicer.util.arrayFromVolume(node)[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1].copy())
+    cropped.SetName(node.GetName())
+    return cropped
+
+
 def ijkToRAS(node) -> vtk.vtkMatrix4x4:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)

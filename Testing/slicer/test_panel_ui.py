@@ -35,7 +35,8 @@ WIDGET_NAME = re.compile(r"^[a-z]\w*(Label|SpinBox|SliderWidget|Selector|Collaps
 # parameterNodeWrapper connectors match exact widget classes (type(widget) == ...): the bound
 # widget must be of the class the parameter type maps to.
 CONNECTOR_CLASSES = {"int": {"QSpinBox", "QSlider"}, "float": {"QDoubleSpinBox", "ctkSliderWidget"},
-                     "bool": {"QCheckBox"}, "str": {"QLineEdit"}, "vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"}}
+                     "bool": {"QCheckBox"}, "str": {"QLineEdit"}, "vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"},
+                     "vtkMRMLMarkupsROINode": {"qMRMLNodeComboBox"}}
 
 
 def _property(name: str, default):
@@ -132,7 +133,7 @@ def test_ui_loads_offscreen_with_stand_ins(panel):
     # (they are checked structurally below); no unknown class or property.
     unexpected = [m for m in messages if not m.startswith("QObject::connect")]
     assert unexpected == []
-    assert sum("mrmlSceneChanged(vtkMRMLScene*)" in m for m in messages) == 3
+    assert sum("mrmlSceneChanged(vtkMRMLScene*)" in m for m in messages) == 4
     assert widget.findChild(QtCore.QObject, "outputSelector").property("noneDisplay") == "Create new volume"
     assert widget.findChild(QtCore.QObject, "overlapSliderWidget").property("value") == pytest.approx(0.25)
     assert widget.findChild(QtCore.QObject, "enhanceButton").text() == "Enhance"
@@ -171,7 +172,7 @@ def test_ui_connections_and_custom_widgets_are_consistent():
     used_custom = {cls for cls in widgets.values() if not cls.startswith("Q")}
     assert used_custom == declared == {cls.__name__ for cls in STAND_INS}
     node_combos = [w for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"]
-    assert {w.get("name") for w in node_combos} == {"inputSelector", "referenceSelector", "outputSelector"}
+    assert {w.get("name") for w in node_combos} == {"inputSelector", "referenceSelector", "outputSelector", "roiSelector"}
     receivers = {c.find("receiver").text for c in root.iter("connection")}
     assert receivers == {w.get("name") for w in node_combos}  # each gets the scene from the panel
 
