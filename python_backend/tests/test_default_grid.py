@@ -72,7 +72,7 @@ def test_a_coarse_scan_keeps_its_finest_spacing():
     assert grid.spacing == pytest.approx((1.0, 1.0, 1.0))
 
 
-def test_plan_json_shows_size_spacing_voxels_and_memory_here_and_on_the_gpu(fine_inplane_file, tmp_path):
+def test_plan_json_shows_size_spacing_voxels_memory_and_time(fine_inplane_file, tmp_path):
     answer = subprocess.run([sys.executable, "-m", "mrisr.cli", "plan", str(fine_inplane_file), str(tmp_path / "o.nii.gz"),
                              "--method", "ressrdiff", "--json"], capture_output=True, text=True, timeout=300)
     assert answer.returncode == 0, answer.stderr
@@ -82,4 +82,7 @@ def test_plan_json_shows_size_spacing_voxels_and_memory_here_and_on_the_gpu(fine
     assert output["voxels"] == output["size"][0] * output["size"][1] * output["size"][2] <= 24_000_000
     assert output["memory_mib"] == pytest.approx(4 * output["voxels"] / 2**20, abs=0.05)
     assert 0 < output["device_memory_mib"] < 4096
+    assert plan["expected_seconds"] == pytest.approx(sum(plan["stages"].values()), abs=0.5)
+    rate = get_spec("ressrdiff").config["seconds_per_megavoxel"]["cpu"]
+    assert plan["stages"]["sampling"] + plan["stages"]["resample"] == pytest.approx(rate * output["voxels"] / 1e6, rel=1e-3)
     assert plan["errors"] == [] and plan["warnings"] == []

@@ -116,6 +116,23 @@ def test_bspline_round_trip_is_identical_to_local(server, thick, tmp_path):
     assert job_folders(queue) == [], "a downloaded job is removed"
 
 
+def test_job_events_carry_the_overall_progress_that_ends_at_one_after_the_segmentation(server, thick, tmp_path):
+    from mrisr.run_progress import carried_overall
+
+    url, _ = server
+    events: list[ProgressEvent] = []
+    with ServerClient(url, TOKEN) as client:
+        enhance_remote_file(client, thick, tmp_path / "out.nii.gz", EnhanceOptions(method="bspline"),
+                            progress=carried_overall(events.append), segment=True, segmenter="gmm")
+    from_server = [e for e in events if e.stage not in ("upload", "download")]
+    overall = [e.overall for e in events]
+    assert overall == sorted(overall) and overall[0] == 0.0 and overall[-1] == 1.0
+    assert all(e.overall is not None for e in from_server) and from_server[0].overall < 0.1
+    save = next(e for e in from_server if e.stage == "save" and e.done == 1)
+    assert save.overall < 1.0  # the segmentation's share follows
+    assert from_server[-1].stage == "done" and from_server[-1].overall == 1.0
+
+
 def test_learned_method_one_step_matches_local_with_the_same_seed(server, thick, tmp_path):
     url, _ = server
     options = EnhanceOptions(method="ressrdiff", steps=1, seed=3)

@@ -94,17 +94,21 @@ def _enhance_options(args: argparse.Namespace):
 
 
 def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from mrisr.run_progress import OverallProgress, carried_overall
+
     if args.server:  # a client of `mrisr serve`: no torch needed here
         from mrisr.server.commands import enhance_remote
 
-        return enhance_remote(args, progress)
+        return enhance_remote(args, carried_overall(progress))
     from mrisr.pipeline import enhance_file
     from mrisr.plan import check_files
 
     files = _run_files(args)
     check_files(files, tuple(p for p in (args.input, args.reference, args.reference_seg) if p), args.samples)
+    progress = OverallProgress(progress)
     result = enhance_file(args.input, args.output, _enhance_options(args), args.reference, progress,
-                          uncertainty_path=args.uncertainty, interpolated_path=args.write_interpolated)
+                          uncertainty_path=args.uncertainty, interpolated_path=args.write_interpolated,
+                          segment_after=args.segment)
     size = "x".join(str(v) for v in result.image.GetSize())
     spacing = "x".join(f"{v:g}" for v in result.image.GetSpacing())
     samples = f" ({args.samples} samples averaged)" if args.samples > 1 else ""
@@ -117,6 +121,7 @@ def cmd_enhance(args: argparse.Namespace, progress: ProgressCallback) -> int:
         print(f"wrote {args.write_interpolated}: the input interpolated onto the output grid")
     if args.segment:
         _segment_enhancement(args, result.image, files.segmentation(), progress)
+        progress.finish("segmented the input and the output")
     return 0
 
 
@@ -135,6 +140,8 @@ def cmd_plan(args: argparse.Namespace, progress: ProgressCallback) -> int:
                   f"({out['voxels']:,} voxels, {out['memory_mib']:.1f} MiB as float32) with {answer['method']}")
             if out.get("device_memory_mib"):
                 print(f"GPU memory: about {out['device_memory_mib']:,.0f} MiB (estimate)")
+        if answer["expected_seconds"] is not None:
+            print(f"expected time: about {answer['expected_seconds']:,.1f} s at the measured CPU rates")
         for role, path in answer["files"].items():
             print(f"{role}: {path}")
     for warning in plan.warnings:
@@ -265,8 +272,9 @@ def cmd_evaluate(args: argparse.Namespace, progress: ProgressCallback) -> int:
 
 def cmd_demo(args: argparse.Namespace, progress: ProgressCallback) -> int:
     from mrisr.evaluation.demo import run_demo
+    from mrisr.run_progress import carried_overall
 
-    table = run_demo(Path(args.output_dir), _enhance_options(args), args.preset, progress)
+    table = run_demo(Path(args.output_dir), _enhance_options(args), args.preset, carried_overall(progress))
     print(table)
     return 0
 

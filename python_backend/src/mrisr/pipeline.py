@@ -28,6 +28,7 @@ from mrisr.plan import (PLANE_NORMALS, EnhanceOptions, RunFiles, check_options, 
                         output_grid, plan_run, slice_axes, training_range_warnings)
 from mrisr.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from mrisr.registry import MethodSpec, default_method, get_spec
+from mrisr.run_progress import OverallProgress
 
 __all__ = ["EnhanceOptions", "EnhanceResult", "PLANE_NORMALS", "enhance", "enhance_file", "output_grid",
            "resolve_settings", "slice_axes"]
@@ -90,12 +91,14 @@ def enhance(
     check_free_memory(settings.device, device_memory_mib(spec, asdict(settings), grid))
     for warning in training_range_warnings(spec, image.GetSpacing(), grid.spacing, bool(options.adapt)):
         log.warning(warning)
+    progress(ProgressEvent("prepare", 0, 1, "intensity scale and foreground on the output grid"))
     array = sitk.GetArrayFromImage(image)
     mask = foreground_mask(array)
     scale = robust_scale(array, mask)
     lr = Grid.of(image).image_from_array(scale.apply(array))
     out_mask = sitk.GetArrayFromImage(resample(Grid.of(image).image_from_array(mask.astype(np.float32)), grid, "nearest")) > 0.5
     ref = None if reference is None else _normalised_reference(reference, grid)
+    progress(ProgressEvent("prepare", 1, 1, "intensity scale and foreground on the output grid"))
     cancel.check()
     method = build_method(spec)
     if options.adapt:
@@ -153,17 +156,23 @@ def enhance_file(
     cancel: CancelToken | None = None,
     uncertainty_path: str | os.PathLike | None = None,
     interpolated_path: str | os.PathLike | None = None,
+    segment_after: bool = False,
 ) -> EnhanceResult:
     """Read, enhance and atomically write; also the uncertainty map (needs samples > 1) and the input
     interpolated onto the output grid (`mrisr.imaging.geometry.interpolated_input`) when their paths are given.
 
     Everything is checked first (`mrisr.plan.plan_run`, as `mrisr plan` does); the inputs are never
-    overwritten and a failure writes nothing.
+    overwritten and a failure writes nothing. Every event carries the run's overall fraction and time
+    left (`mrisr.run_progress.OverallProgress`; pass one to go on reporting after this call).
+    `segment_after`: the caller segments the output next (`RunFiles.segment`), reporting to the same
+    OverallProgress, then calls its `finish`; the segmentation's share of the run is kept for it.
     """
-    files = RunFiles(output_path, uncertainty_path, interpolated_path)
+    progress = progress if isinstance(progress, OverallProgress) else OverallProgress(progress)
+    files = RunFiles(output_path, uncertainty_path, interpolated_path, segment=segment_after)
     protect = tuple(p for p in (input_path, reference_path) if p is not None)
     progress(ProgressEvent("load", 0, 1, str(input_path)))
     plan = plan_run(input_path, options, files, reference_path, raise_first=True)
+    progress.expect(plan.stages(_device_for(get_spec(plan.method), options.device)))
     progress(ProgressEvent("load", 1, 1, str(input_path)))
     result = enhance(plan.image, options, plan.reference, progress, cancel)
     progress(ProgressEvent("save", 0, 1, str(output_path)))

@@ -23,6 +23,7 @@ from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS, INPUT_INTERPOLATOR, Grid,
 from mrisr.inference import posterior_samples
 from mrisr.io.volumes import check_output_path, read_volume
 from mrisr.registry import MethodSpec, default_method, get_spec, method_specs
+from mrisr.run_progress import Stage, run_stages
 from mrisr.segmentation.runs import SegmentationPaths
 
 DEFAULT_OVERLAP = 0.25
@@ -294,6 +295,18 @@ class RunPlan:
             self.errors.append(str(exc))
             return None
 
+    def stages(self, device: str | None = None) -> tuple[Stage, ...]:
+        """The run's stages with their expected seconds (`mrisr.run_progress`) on `device` (default: the
+        one asked for, CPU rates for "auto"); empty while the plan has errors."""
+        if self.errors or self.method is None or self.output_grid is None:
+            return ()
+        s = self.settings
+        device = device or (s["device"] if s["device"] != "auto" else "cpu")
+        return run_stages(get_spec(self.method), self.input_grid.num_voxels, self.output_grid.num_voxels,
+                          steps=s["steps"], start_step=s["start_step"], samples=s["samples"], adapt_seconds=s["adapt"],
+                          back_projection=s["back_projection"], outputs=1 + ("uncertainty" in self.files),
+                          interpolated="interpolated" in self.files, segment="output_seg" in self.files, device=device)
+
     def to_json(self) -> dict[str, Any]:
         def grid(g: Grid | None) -> dict[str, Any] | None:
             if g is None:
@@ -308,8 +321,11 @@ class RunPlan:
             if self.method is not None:
                 memory = device_memory_mib(get_spec(self.method), self.settings, self.output_grid)
                 output["device_memory_mib"] = round(memory, 1)
+        stages = self.stages()
         return {"method": self.method, "settings": self.settings, "input": grid(self.input_grid), "output": output,
-                "files": self.files, "errors": self.errors, "warnings": self.warnings}
+                "files": self.files, "errors": self.errors, "warnings": self.warnings,
+                "expected_seconds": round(math.fsum(s.seconds for s in stages), 1) if stages else None,
+                "stages": {s.name: round(s.seconds, 2) for s in stages}}
 
 
 def plan_run(input_path: str | os.PathLike, options: EnhanceOptions = EnhanceOptions(), files: RunFiles = RunFiles(),

@@ -14,8 +14,7 @@ from mrisr.progress import ProgressCallback, ProgressEvent, no_progress
 
 
 def _json_lines(event: ProgressEvent) -> None:
-    print(json.dumps({"stage": event.stage, "done": event.done, "total": event.total,
-                      "message": event.message}), file=sys.stderr, flush=True)
+    print(json.dumps(event.to_json()), file=sys.stderr, flush=True)
 
 
 class _TqdmBars:

@@ -172,7 +172,7 @@ def wait_for_job(client: ServerClient, job_id: str, progress: ProgressCallback =
             time.sleep(min(1.0, reconnect_seconds / 10))
             continue
         for event in state["events"]:
-            progress(ProgressEvent(event["stage"], event["done"], event["total"], event["message"]))
+            progress(ProgressEvent.from_json(event))
         since = state["next"]
         if state["state"] == "done":
             return state

@@ -37,8 +37,7 @@ class _ThrottledEvents:
         boundary = event.stage != self.stage or event.done in (0, event.total)
         if boundary or now - self.last >= EVENT_INTERVAL_SECONDS:
             self.stage, self.last = event.stage, now
-            self.send({"event": {"stage": event.stage, "done": event.done, "total": event.total,
-                                 "message": event.message}})
+            self.send({"event": event.to_json()})
 
 
 def run_job(spec: dict[str, Any], progress: Callable[[ProgressEvent], None]) -> dict[str, Any]:
@@ -49,14 +48,17 @@ def run_job(spec: dict[str, Any], progress: Callable[[ProgressEvent], None]) -> 
     from mrisr.io.volumes import read_volume
     from mrisr.pipeline import enhance_file
     from mrisr.plan import EnhanceOptions
+    from mrisr.run_progress import OverallProgress
     from mrisr.segmentation.runs import SegmentationPaths, segment_enhancement
 
     folder = Path(spec["folder"])
     here = {key: folder / spec[key] if spec.get(key) else None
             for key in ("input", "reference", "reference_seg", "output", "uncertainty", "interpolated")}
     options = EnhanceOptions(**spec["options"])
+    progress = OverallProgress(progress)
     result = enhance_file(here["input"], here["output"], options, here["reference"], progress,
-                          uncertainty_path=here["uncertainty"], interpolated_path=here["interpolated"])
+                          uncertainty_path=here["uncertainty"], interpolated_path=here["interpolated"],
+                          segment_after=bool(spec.get("segment")))
     summary = {"method": result.method, "settings": result.settings, "seconds": result.seconds,
                "size": list(result.image.GetSize()), "spacing": list(result.image.GetSpacing())}
     if spec.get("segment"):
@@ -65,6 +67,7 @@ def run_job(spec: dict[str, Any], progress: Callable[[ProgressEvent], None]) -> 
         report = segment_enhancement(read_volume(here["input"]), result.image, paths, spec["segmenter"],
                                      result.settings["device"], reference, (here["input"],), progress)
         summary["tissues"] = {k: v for k, v in report.items() if k != "files"}
+        progress.finish("segmented the input and the output")
     write_json(summary, folder / "result.json")
     return summary
 
