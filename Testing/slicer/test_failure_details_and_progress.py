@@ -121,3 +121,21 @@ def test_console_and_panel_jobs_are_all_cancelled_when_slicer_closes(world, thic
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.05)
     assert world.nodeIDs() == before and os.listdir(world.tempRoot) == []
+
+
+def test_a_real_run_follows_the_backends_own_fraction_when_it_sends_one(world, thick_volume, logic):
+    inputNode = world.loadVolume(thick_volume, "T1")
+    trace, texts = [], []
+
+    def onProgress(job):
+        trace.append((job.fraction, job.progress.overall))
+        texts.append(job.statusText())
+
+    job = logic.enhance(inputNode, method="linear", blocking=False, onProgress=onProgress)
+    job.wait(timeout=120)
+    if not all(update.overall is not None for update in job.updates):
+        pytest.skip("this backend's progress lines carry no 'overall' yet")
+    assert [fraction for fraction, _ in trace] == [max(o for _, o in trace[:i + 1]) for i in range(len(trace))]
+    assert job.updates[-1].overall == 1.0 and job.fraction == 1.0
+    if any(update.etaSeconds is not None for update in job.updates):
+        assert any(text.endswith(" left") for text in texts)
