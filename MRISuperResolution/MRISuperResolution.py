@@ -58,9 +58,12 @@ class MRISuperResolution(ScriptedLoadableModule):
 def onStartupCompleted() -> None:
     """Register the low-field sample and stop every running enhancement (panel or console) when the scene
     closes or Slicer quits."""
-    registerSampleData()
     slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent, lambda caller, event: cancelRunningJobs())
     slicer.app.aboutToQuit.connect(cancelRunningJobs)
+    try:
+        registerSampleData()
+    except ImportError:  # the Sample Data module is not loaded
+        pass
 
 
 def registerSampleData() -> None:
@@ -96,7 +99,8 @@ def loadLowFieldSampleWithProgress():
                 node = logic.loadLowFieldSample(onProgress=onProgress)
                 break
             except EnhanceError as exc:
-                if attempt or "eval" not in str(exc) or not offerSampleDataPackages(logic):
+                extra = sampledata.missingExtra(str(exc))
+                if attempt or extra is None or not offerExtraPackages(logic, extra):
                     raise
         slicer.util.setSliceViewerLayers(background=node, fit=True)
         return node
@@ -107,15 +111,15 @@ def loadLowFieldSampleWithProgress():
         dialog.close()
 
 
-def offerSampleDataPackages(logic) -> bool:
-    """Install the backend's "eval" extra (the MNI152 template's package) after one confirmation."""
+def offerExtraPackages(logic, extra: str) -> bool:
+    """Install a backend extra (for the sample: the package the MNI152 template comes with) after one confirmation."""
     bundled = dependencies.bundledBackend()
-    packages = list(bundled.extras.get("eval", ())) if bundled is not None else []
+    packages = list(bundled.extras.get(extra, ())) if bundled is not None else []
     if not packages or dependencies.isExternalPython(logic.python()) or not slicer.util.confirmOkCancelDisplay(
             _("The low-field sample is made from the MNI152 template, which comes with {packages}. Install it into "
               "Slicer's Python now?").format(packages=", ".join(packages)), windowTitle=_("Low-field sample")):
         return False
-    runPipWithDialog(logic.python(), packages)
+    dependencies.installExtra(lambda args: runPipWithDialog(logic.python(), args), extra)
     return True
 
 

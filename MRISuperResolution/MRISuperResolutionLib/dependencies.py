@@ -477,6 +477,21 @@ def runPip(pythonExecutable: Optional[str], args: Sequence[str], onLine: Optiona
     return run.lines
 
 
+def installExtra(pipInstall: Callable[[list[str]], None], extra: str, backendSource: Optional[Path] = None) -> list[str]:
+    """Install the requirements of one of the bundled backend's extras (e.g. "eval": the MNI152 template's
+    package for the low-field sample) under the same constraints as the backend (Slicer's numpy and SimpleITK
+    stay); returns the requirements installed."""
+    bundled = bundledBackend(backendSource)
+    requirements = list(bundled.extras.get(extra, ())) if bundled is not None else []
+    if not requirements:
+        raise EnhanceError(f"the bundled backend declares no {extra!r} extra: install its packages by hand")
+    with tempfile.TemporaryDirectory(prefix="MRISR-pip-") as folder:
+        constraints = Path(folder) / "constraints.txt"
+        constraints.write_text("\n".join(protectedConstraints()) + "\n", encoding="utf-8")
+        pipInstall([*requirements, "-c", str(constraints)])
+    return requirements
+
+
 def installBackend(pipInstall: Callable[[list[str]], None], installTorch: Optional[Callable[[], None]] = None,
                    backendSource: Optional[Path] = None, slicerVersion: Optional[tuple[int, ...]] = None,
                    pythonVersion: Sequence[int] = tuple(sys.version_info[:3]), reinstall: bool = False) -> None:

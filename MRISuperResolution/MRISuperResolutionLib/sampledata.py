@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -46,6 +47,12 @@ def fastestMethod(catalog: Optional[MethodCatalog]) -> Optional[str]:
 def sampleCommand(pythonExecutable: Optional[str], folder: str, method: Optional[str] = None) -> list[str]:
     command = backendCommand(pythonExecutable) + ["demo", folder]
     return command + (["--method", method] if method else [])
+
+
+def missingExtra(message: str) -> Optional[str]:
+    """The backend extra a failure asks for (`… needs the "eval" extra …`), or None."""
+    match = re.search(r'needs the "(\w+)" extra', message)
+    return match.group(1) if match else None
 
 
 def cachedSample(cacheDir: str) -> Optional[Path]:

@@ -111,3 +111,31 @@ def test_slicers_startup_environment_is_preferred(tmp_path, monkeypatch):
     env = dependencies.backendEnvironment(python)
     assert env["MARK"] == "before the launcher" and "PYTHONPATH" not in env
     assert dependencies.probeBackend(python).ready
+
+
+def test_an_extra_is_installed_from_the_bundled_backend_under_slicers_pins(tmp_path, monkeypatch):
+    import tomllib
+
+    from MRISuperResolutionLib import sampledata
+
+    calls = []
+
+    def pipInstall(args):
+        calls.append((args, Path(args[args.index("-c") + 1]).read_text()))
+
+    installed = dependencies.installExtra(pipInstall, "eval")
+    project = tomllib.loads((REPO / "python_backend" / "pyproject.toml").read_text())["project"]
+    assert installed == project["optional-dependencies"]["eval"]
+    (args, constraints), = calls
+    assert args[:len(installed)] == installed and "numpy==" in constraints and "SimpleITK==" in constraints
+    with pytest.raises(EnhanceError, match="no 'gpu' extra"):
+        dependencies.installExtra(pipInstall, "gpu")
+    # the backend's own message when the template's package is missing names the extra to install
+    from mrisr.errors import MRISRError
+    from mrisr.simulation import template
+
+    monkeypatch.setattr(template.resources, "files", lambda name: (_ for _ in ()).throw(ModuleNotFoundError(name)))
+    with pytest.raises(MRISRError) as missing:
+        template.mni_path()
+    assert sampledata.missingExtra(str(missing.value)) == "eval"
+    assert sampledata.missingExtra("input is 2D: use a 3D volume") is None
