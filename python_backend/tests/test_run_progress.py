@@ -21,9 +21,6 @@ from mrisr.run_progress import SAMPLING, OverallProgress, Stage, carried_overall
 from mrisr.simulation.degradation import degrade, get_preset
 from mrisr.simulation.template import mni_image
 
-MAX_STEP = 0.5  # the largest rise of `overall` between two lines of a real run
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -146,8 +143,11 @@ def old_slicer_fraction(line: dict) -> float:
     return low + (high - low) * min(1.0, max(0.0, line["done"] / line["total"]))
 
 
-@pytest.mark.parametrize("args", [["--method", "bspline"], ["--method", "ressrdiff", "--steps", "1"]])
-def test_a_real_run_moves_evenly_from_near_zero_to_one(tmp_path, thick_mni, args):
+@pytest.mark.parametrize("args, max_step", [
+    (["--method", "bspline"], 0.6),  # one B-spline call, reported only as it starts and ends
+    (["--method", "ressrdiff", "--steps", "1"], 0.3),
+])
+def test_a_real_run_moves_evenly_from_near_zero_to_one(tmp_path, thick_mni, args, max_step):
     run = subprocess.run([sys.executable, "-m", "mrisr.cli", "--progress", "json", "enhance", str(thick_mni),
                           str(tmp_path / "out.nii.gz"), *args], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -157,6 +157,6 @@ def test_a_real_run_moves_evenly_from_near_zero_to_one(tmp_path, thick_mni, args
     assert overall == sorted(overall) and overall[0] < 0.1 and overall[-1] == 1.0
     steps = [b - a for a, b in itertools.pairwise(overall)]
     old = [old_slicer_fraction(line) for line in lines]
-    assert max(steps) <= MAX_STEP < max(b - a for a, b in itertools.pairwise(old))
+    assert max(steps) <= max_step and max(b - a for a, b in itertools.pairwise(old)) >= 0.9  # the old jump
     eta = [line["eta_s"] for line in lines]
     assert eta[0] is None and eta[-1] == 0.0 and all(e is None or e >= 0 for e in eta)
