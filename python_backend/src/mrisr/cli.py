@@ -348,6 +348,32 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def cmd_synthesize(args: argparse.Namespace, progress: ProgressCallback) -> int:
+    from mrisr.simulation.label_synthesis import write_subject_folder
+
+    recipes = write_subject_folder(args.labels, args.out, args.count, args.validation_maps, args.seed,
+                                   include_mni=args.mni, progress=progress)
+    families = sorted({r.family for r in recipes})
+    spacings = [r.spacing_mm for r in recipes]
+    print(f"wrote {len(recipes)} subjects to {args.out} (contrasts {', '.join(families)}; "
+          f"voxels {min(spacings):.2f}–{max(spacings):.2f} mm); train with `mrisr train --data {args.out}`")
+    return 0
+
+
+def _add_synthesize_parser(sub) -> None:
+    p = sub.add_parser("synthesize", help="write label-driven synthetic HR subjects (SynthSR-style) as a "
+                                          "`mrisr train --data` folder")
+    p.add_argument("labels", help="folder of 1 mm FreeSurfer-numbered label maps (*labels*.nii.gz, aseg.mgz)")
+    p.add_argument("out", help="folder to write train/<subject>/target.nii.gz and validation/… into")
+    p.add_argument("--count", type=int, default=24, help="training subjects (default 24)")
+    p.add_argument("--validation-maps", type=int, default=1,
+                   help="label maps kept for validation subjects only (default 1: the last one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mni", action="store_true", help="also draw anatomy from the MNI152 template's tissue labels "
+                                                      "(needs the eval extra)")
+    p.set_defaults(func=cmd_synthesize)
+
+
 def _add_bench_parsers(sub, selected: str | None) -> None:
     """One sub-command per benchmark module; only the `selected` one is imported (for its options)."""
     import importlib
@@ -445,6 +471,7 @@ def build_parser(bench: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     _add_bench_parsers(sub, bench)
     _add_train_parser(sub)
+    _add_synthesize_parser(sub)
     add_serve_parser(sub)
     return parser
 

@@ -79,7 +79,7 @@ def synthesize_contrast(maps: dict[str, np.ndarray], kind: str, rng: np.random.G
     return np.clip(volume, 0, None).astype(np.float32)
 
 
-def _spatial_transform(grid: Grid, rng: np.random.Generator, strength: float) -> sitk.Transform:
+def spatial_transform(grid: Grid, rng: np.random.Generator, strength: float) -> sitk.Transform:
     """Random affine (±10° rotations, ±10 % scale, ±8 mm shift) composed with a smooth elastic field."""
     centre = np.mean(grid.extent_corners(), axis=0)
     affine = sitk.AffineTransform(3)
@@ -127,7 +127,7 @@ def deformed_anatomy(seed: int, validation: bool = False) -> dict[str, np.ndarra
         raise InputError(f"seed {seed} is out of range: use 0..{VALIDATION_SEED_OFFSET - 1}")
     rng = np.random.default_rng([seed, int(validation), 8])
     grid = Grid.of(mni_image("t1", pad_to_multiple=40))
-    transform = _spatial_transform(grid, rng, 1.0)
+    transform = spatial_transform(grid, rng, 1.0)
     flip = bool(rng.random() < 0.5)
     maps = template_maps()
     stacked = sitk.Compose([grid.image_from_array(array) for array in maps.values()])  # one warp for all maps
@@ -144,7 +144,7 @@ def make_pair(seed: int, validation: bool = False, contrast: str | None = None,
     rng = np.random.default_rng(seed + (VALIDATION_SEED_OFFSET if validation else 0))
     maps = template_maps()
     grid = Grid.of(mni_image("t1", pad_to_multiple=40))
-    transform = _spatial_transform(grid, rng, spatial_strength)
+    transform = spatial_transform(grid, rng, spatial_strength)
     flip = bool(rng.random() < 0.5)
     kind = contrast or str(rng.choice(list(CONTRASTS)))
     reference_kind = "t1" if kind != "t1" else "t2"
