@@ -37,3 +37,20 @@ def test_init_from_a_card_file_of_another_network_is_refused(tmp_path):
     (tmp_path / card["weights"]).symlink_to(f"{folder}/{card['weights']}")
     with pytest.raises(InputError, match="not a Res-SRDiff"):
         ressrdiff.make_task("cpu", task_args(str(path))).build_network()
+
+
+def test_crops_of_a_subject_smaller_than_the_crop_are_padded(tmp_path):
+    """A 2 mm label-driven subject can be smaller than the 96-pixel training crop along an axis."""
+    import numpy as np
+
+    from mrisr.training.pool import PairArrays, PairPool
+
+    shape = (40, 90, 120)
+    arrays = PairArrays(np.ones(shape, np.float32), np.ones(shape, np.float32), np.ones(shape, np.float32),
+                        np.ones(shape, bool))
+    pool = PairPool(1, folder=tmp_path)
+    pool._loaded[0] = arrays
+    crops = pool.random_slices(np.random.default_rng(0), 12, (96, 96))
+    assert crops.hr.shape == (12, 96, 96)
+    assert crops.mask.any(axis=(1, 2)).all() and not crops.mask.all()  # real voxels plus the padding
+    assert np.array_equal(crops.hr > 0, crops.mask)

@@ -47,6 +47,15 @@ def _normalised(pair: SyntheticPair) -> PairArrays:
     )
 
 
+def padded_to(pair: PairArrays, size: tuple[int, int, int]) -> PairArrays:
+    """The pair zero-padded (mask False) at the far end of any axis shorter than `size`: a coarse-voxel
+    subject (e.g. 2 mm) can be smaller than a training crop."""
+    widths = [(0, max(0, s - n)) for n, s in zip(pair.hr.shape, size)]
+    if not any(w for _, w in widths):
+        return pair
+    return PairArrays(*(np.pad(getattr(pair, f), widths) for f in ("hr", "condition", "reference", "mask")))
+
+
 class PairPool:
     """`count` synthetic pairs of one split, made on first use and cached as .npz under ~/.cache/mrisr;
     with `mrisr train --data DIR`, the subjects of DIR instead (their count replaces `count`)."""
@@ -88,7 +97,7 @@ class PairPool:
     def random_block(self, rng: np.random.Generator, size: tuple[int, int, int],
                      min_foreground: float = 0.3) -> PairArrays:
         """A random (D, H, W) block of a random pair with at least `min_foreground` foreground (10 tries)."""
-        pair = self.get(int(rng.integers(self.count)))
+        pair = padded_to(self.get(int(rng.integers(self.count))), size)
         for _ in range(10):
             start = [int(rng.integers(0, n - s + 1)) for n, s in zip(pair.hr.shape, size)]
             region = tuple(slice(a, a + s) for a, s in zip(start, size))
