@@ -28,17 +28,31 @@ def expected_seconds(catalog, preset) -> float:
     return estimates.estimateSeconds(method, VOXELS, "cpu", preset.steps, preset.samples, preset.adaptSeconds)
 
 
-def test_presets_of_the_real_backend_follow_its_registry(catalog):
+def test_presets_of_the_real_backend_are_the_ones_it_exports(catalog, registry):
     presets = presetsFor(catalog)
     assert tuple(p.name for p in presets) == PRESET_NAMES
+    for preset, entry in zip(presets, registry["presets"]):
+        assert (preset.method, preset.why) == (entry["method"], entry["why"])
+        if "steps" in entry:
+            assert preset.steps == entry["steps"]
     fast, balanced, best = presets
     assert fast.method == catalog.defaultMethod and fast.adaptSeconds == 0 and fast.samples == 1
     assert all(not catalog.get(p.method).needsReference for p in presets)  # a preset never asks for a second volume
     assert catalog.get(balanced.method).kind == "diffusion" and balanced.adaptSeconds == 0
-    assert balanced.steps == catalog.get(balanced.method).steps.default
     assert catalog.get(best.method).adapts and best.adaptSeconds == catalog.limits.adaptDefaultSeconds > 0
     times = [expected_seconds(catalog, p) for p in presets]
     assert times == sorted(times) and times[0] < times[1] < times[2], times
+
+
+def test_presets_derived_from_the_registry_when_none_are_exported(registry):
+    derived = copy.deepcopy(registry)
+    derived.pop("presets")
+    catalog = MethodCatalog.fromRegistry(derived)
+    fast, balanced, best = presetsFor(catalog)
+    assert fast.method == catalog.defaultMethod
+    assert catalog.get(balanced.method).kind == "diffusion" and balanced.adaptSeconds == 0
+    assert balanced.steps == catalog.get(balanced.method).steps.default
+    assert catalog.get(best.method).adapts and best.adaptSeconds == catalog.limits.adaptDefaultSeconds > 0
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -59,6 +73,7 @@ def test_every_preset_is_a_run_the_backend_accepts(logic, name):
 
 
 def test_other_measurements_give_other_presets(registry):
+    registry = {k: v for k, v in registry.items() if k != "presets"}  # the rule, not the exported choice
     slower = copy.deepcopy(registry)
     rates = {m["name"]: m["config"]["seconds_per_megavoxel"]["cpu"] for m in slower["methods"]}
     balanced = presetsFor(MethodCatalog.fromRegistry(registry))[1].method
@@ -96,9 +111,10 @@ def test_changed_settings_are_no_longer_a_preset(catalog):
     for preset in presets:
         assert matchingPreset(presets, preset.parameters(EnhanceParameters(seed=9)), catalog) is preset
     best = presetNamed(presets, BEST)
-    assert matchingPreset(presets, best.parameters().replace(adapt=0.0), catalog) is None
+    assert matchingPreset(presets, best.parameters().replace(adapt=0.0), catalog) is not best
+    assert matchingPreset(presets, best.parameters().replace(adapt=60.0), catalog) is None
     balanced = presetNamed(presets, BALANCED)
-    assert matchingPreset(presets, balanced.parameters().replace(steps=balanced.steps - 1), catalog) is None
+    assert matchingPreset(presets, balanced.parameters().replace(steps=balanced.steps + 1), catalog) is None
 
 
 def test_the_console_api_takes_a_preset(world, logic):

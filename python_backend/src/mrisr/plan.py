@@ -22,7 +22,7 @@ from mrisr.imaging import backprojection
 from mrisr.imaging.geometry import DEFAULT_MAX_VOXELS, INPUT_INTERPOLATOR, Grid, finest_isotropic_spacing, grid_with_spacing
 from mrisr.inference import posterior_samples
 from mrisr.io.volumes import check_output_path, read_volume
-from mrisr.registry import MethodSpec, default_method, get_spec, method_specs
+from mrisr.registry import MethodSpec, default_method, get_spec, method_specs, presets
 from mrisr.run_progress import Stage, run_stages
 from mrisr.segmentation.runs import SegmentationPaths
 
@@ -112,7 +112,7 @@ def limits() -> dict[str, Any]:
 
 def catalog() -> dict[str, Any]:
     """What `mrisr methods --json` prints and the Slicer module reads: default method, limits, methods."""
-    return {"default_method": default_method(), "limits": limits(),
+    return {"default_method": default_method(), "limits": limits(), "presets": presets(),
             "methods": [dataclasses.asdict(spec) for spec in method_specs().values()]}
 
 

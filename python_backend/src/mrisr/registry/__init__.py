@@ -78,6 +78,11 @@ def default_method() -> str:
     return _files()[0]["default_method"]
 
 
+def presets() -> list[dict[str, Any]]:
+    """Fast / Balanced / Best as measured choices (method, steps, samples, adapt, why): the panel's presets."""
+    return list(_files()[0].get("presets", []))
+
+
 def get_spec(name: str) -> MethodSpec:
     """The spec of a method, or an InputError listing the known ones."""
     specs = method_specs()
