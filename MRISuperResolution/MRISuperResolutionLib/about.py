@@ -18,7 +18,9 @@ NOTICE = ("For research use only. Not for diagnosis or treatment: the enhanced v
 
 TRAINING_DATA = ("The shipped weights were trained only on synthetic data: low-field / thick-slice images "
                  "simulated from the MNI152 2009 template (ICBM 2009a nonlinear symmetric, distributed with "
-                 "nilearn), with random deformations, contrasts, bias fields, slice profiles and noise. "
+                 "nilearn), with random deformations, contrasts, bias fields, slice profiles and noise; "
+                 "Res-SRDiff was then fine-tuned on synthetic images drawn from real subjects' brain "
+                 "label maps (the public SynthSR examples, Apache-2.0) with random contrasts and voxel sizes. "
                  "No patient scans were used for training (real scans only to evaluate). \"Adapt to this scan\" "
                  "fine-tunes a copy of the weights on your own scan at run time; nothing leaves this computer "
                  "unless you choose a server. Each model card (mrisr/weights/*.json) records its training "
