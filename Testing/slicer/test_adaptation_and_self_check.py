@@ -66,19 +66,19 @@ def test_a_method_without_adaptation_is_refused_with_the_backends_message(world,
 
 def test_training_range_warnings_come_with_the_plan_and_do_not_block(world, thick_volume, logic):
     inputNode = world.loadVolume(thick_volume, "T1")
-    outside = logic.plan(inputNode, EnhanceParameters("ressrdiff", targetSpacing=(2.0, 2.0, 2.0)))
+    outside = logic.plan(inputNode, EnhanceParameters("ressrdiff", targetSpacing=(2.5, 2.5, 2.5)))
     assert outside.errors == () and outside.warnings
     assert all("\n" not in warning and "ressrdiff was trained for" in warning for warning in outside.warnings)
-    assert logic.plan(inputNode, EnhanceParameters("bspline", targetSpacing=(2.0, 2.0, 2.0))).warnings == ()
+    assert logic.plan(inputNode, EnhanceParameters("bspline", targetSpacing=(2.5, 2.5, 2.5))).warnings == ()
 
 
 @pytest.mark.slow
 def test_an_adapted_run_reports_its_self_check_to_the_job_and_the_node(world, thick_volume, logic, tmp_path, monkeypatch):
     monkeypatch.setenv("MRISR_CACHE", str(tmp_path / "cache"))  # the backend caches adapted weights there
     inputNode = world.loadVolume(thick_volume, "T1")
-    job = logic.enhance(inputNode, method="ressrdiff", steps=1, targetSpacing=(2.0, 2.0, 2.0), adapt=4.0,
+    job = logic.enhance(inputNode, method="ressrdiff", steps=1, targetSpacing=(2.5, 2.5, 2.5), adapt=4.0,
                         blocking=False)
-    assert job.warnings  # 2 mm is outside the training range: said before the run, which goes ahead
+    assert job.warnings  # 2.5 mm is outside the training range: said before the run, which goes ahead
     outputNode = job.wait(timeout=600)
     stages = [update.stage for update in job.updates]
     assert "adapt" in stages and stages.index("adapt") < stages.index("self-check")

@@ -208,7 +208,8 @@ def test_console_api_blocking_then_non_blocking_with_callbacks_reusing_the_outpu
     assert job.running
     assert job.wait() is first
     assert finished == [job] and job.state == "succeeded" and job.seconds > 0
-    assert {"load", "save"} <= {stage for stage, _ in seen}
+    assert {"load", "save"} <= {update.stage for update in job.updates}  # every line, not just the polled ones
+    assert seen and seen[-1][1] == 1.0
     assert [f for _, f in seen] == sorted(f for _, f in seen)  # monotonic overall progress
     assert volumeIDs(world) == volumesBefore  # the same output, interpolated and difference nodes were reused
     assert first.GetNodeReference(DIFFERENCE_ROLE) is differenceNode

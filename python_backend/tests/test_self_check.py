@@ -71,6 +71,8 @@ def test_plan_warns_outside_the_training_range_and_not_inside(tmp_path, oblique_
     inside = plan_run(path, EnhanceOptions(method="ressrdiff", target_spacing=(0.9, 0.9, 1.0)))
     assert inside.errors == [] and inside.warnings == []
     coarse = plan_run(path, EnhanceOptions(method="ressrdiff", target_spacing=(2.5, 2.5, 2.5)))
-    assert len(coarse.warnings) == 2 and "trained for 0.8–1.25 mm" in coarse.warnings[0]
-    assert "×2.0" in coarse.warnings[1] and coarse.to_json()["warnings"] == coarse.warnings
+    assert len(coarse.warnings) == 1 and "trained for 0.7–2 mm" in coarse.warnings[0]  # ×2.0 is in range
+    assert coarse.to_json()["warnings"] == coarse.warnings
+    fine = plan_run(path, EnhanceOptions(method="ressrdiff", target_spacing=(0.9, 0.9, 0.4)))
+    assert len(fine.warnings) == 2 and "×12.5" in fine.warnings[1]  # finer than 0.7 mm, and beyond ×11
     assert plan_run(path, EnhanceOptions(method="bspline", target_spacing=(2.5, 2.5, 2.5))).warnings == []
