@@ -69,3 +69,26 @@ def test_cli_refuses_a_folder_without_subjects_and_tissueseg_with_data(tmp_path,
     r = _train("--method", "tissueseg", "--steps", "1", "--out", str(tmp_path / "o"), "--data", str(data_folder))
     assert r.returncode != 0 and "--data is for the enhancement methods" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_built_in_pairs_mixed_into_a_folder_pool_follow_its_subjects(data_folder, monkeypatch, tmp_path):
+    """`--mix-synthetic N`: training indices past the folder's subjects are built-in MNI152 pairs 0..N-1;
+    validation stays the folder's own."""
+    from mrisr.training.volume_folder import MIX_ENVIRONMENT
+
+    monkeypatch.setenv(ENVIRONMENT, str(data_folder))
+    monkeypatch.setenv(MIX_ENVIRONMENT, "3")
+    monkeypatch.setenv("MRISR_CACHE", str(tmp_path))
+    pool = PairPool(16)
+    assert (pool.subjects, pool.mixed, pool.count) == (2, 3, 5)
+    assert PairPool(4, validation=True).count == 1
+    assert pool.get(0).hr.shape == (48, 48, 48)
+    built_in = pool.get(2)  # make_pair(0): the padded 200 × 240 × 200 template grid
+    assert built_in.hr.shape == (200, 240, 200) and built_in.mask.mean() > 0.1
+
+
+def test_mix_without_a_data_folder_is_refused(tmp_path):
+    answer = subprocess.run([sys.executable, "-m", "mrisr.cli", "train", "--method", "ressrdiff", "--steps", "1",
+                             "--out", str(tmp_path), "--mix-synthetic", "4"], capture_output=True, text=True, timeout=120)
+    assert answer.returncode != 0 and "--mix-synthetic adds built-in pairs to a --data folder" in answer.stderr

@@ -316,7 +316,10 @@ def cmd_train(args: argparse.Namespace, progress: ProgressCallback) -> int:
             raise InputError("--data is for the enhancement methods: tissueseg trains on deformed MNI152 "
                              "anatomies with their tissue maps; leave --data out")
         os.environ[volume_folder.ENVIRONMENT] = str(Path(args.data).expanduser().resolve())
+        os.environ[volume_folder.MIX_ENVIRONMENT] = str(max(0, args.mix_synthetic))
         volume_folder.VolumeFolder(args.data)  # refuse a malformed folder before any work
+    elif args.mix_synthetic:
+        raise InputError("--mix-synthetic adds built-in pairs to a --data folder: give --data DIR too")
     task = tasks.make_task(args.preset, args)
     config = TrainConfig(steps=args.steps, out=Path(args.out), learning_rate=args.lr, seed=args.seed,
                          device=resolve_device(args.device), validate_every=args.validate_every,
@@ -340,6 +343,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--data", help="train on your own HR volumes instead of the synthetic pairs: "
                                   "DIR/train/<subject>/target.nii.gz (+ optional reference.nii.gz), same under "
                                   "DIR/validation/; each target is degraded by the random low-field simulator")
+    p.add_argument("--mix-synthetic", type=int, default=0,
+                   help="with --data: also train on this many built-in MNI152 synthetic pairs")
     p.add_argument("--validate-every", type=int, default=500)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--time-budget", type=float, help="pause with a checkpoint after this many seconds")

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from mrisr.imaging.foreground import foreground_mask
 from mrisr.imaging.normalization import robust_scale
 from mrisr.simulation.synthetic import SyntheticPair, make_pair
-from mrisr.training.volume_folder import configured_folder
+from mrisr.training.volume_folder import configured_folder, configured_mix
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,14 @@ def padded_to(pair: PairArrays, size: tuple[int, int, int]) -> PairArrays:
 
 class PairPool:
     """`count` synthetic pairs of one split, made on first use and cached as .npz under ~/.cache/mrisr;
-    with `mrisr train --data DIR`, the subjects of DIR instead (their count replaces `count`)."""
+    with `mrisr train --data DIR`, the subjects of DIR instead (their count replaces `count`), followed in
+    the training split by `--mix-synthetic N` built-in pairs."""
 
     def __init__(self, count: int, validation: bool = False, folder: Path | None = None):
         self.source = configured_folder(validation)
-        self.count = len(self.source.subjects) if self.source else count
+        self.subjects = len(self.source.subjects) if self.source else 0
+        self.mixed = configured_mix() if self.source and not validation else 0  # built-in pairs after the subjects
+        self.count = self.subjects + self.mixed if self.source else count
         self.validation = validation
         self.folder = folder or cache_folder()
         if self.source:
@@ -70,7 +73,10 @@ class PairPool:
         self._loaded: dict[int, PairArrays] = {}
 
     def _make(self, index: int) -> PairArrays:
-        pair = self.source.pair(index) if self.source else make_pair(index, validation=self.validation)
+        if self.source and index < self.subjects:
+            pair = self.source.pair(index)
+        else:
+            pair = make_pair(index - self.subjects, validation=self.validation)
         return _normalised(pair)
 
     def _path(self, index: int) -> Path:

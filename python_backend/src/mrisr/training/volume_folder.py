@@ -63,6 +63,14 @@ class VolumeFolder:
         return SyntheticPair(hr, lr, resample(lr, Grid.of(hr), "bspline"), reference, "user", config)
 
 
+MIX_ENVIRONMENT = "MRISR_TRAIN_MIX"  # set by `mrisr train --data DIR --mix-synthetic N`
+
+
+def configured_mix() -> int:
+    """How many built-in synthetic (MNI152) pairs `mrisr train --mix-synthetic` adds to a --data training pool."""
+    return int(os.environ.get(MIX_ENVIRONMENT, "0") or 0)
+
+
 def configured_folder(validation: bool) -> VolumeFolder | None:
     """The folder `mrisr train --data` named, or None for the built-in synthetic pairs."""
     root = os.environ.get(ENVIRONMENT)
