@@ -80,3 +80,5 @@ def test_training_folder_holds_out_validation_anatomy(tmp_path, small_labels):
     assert [r["source"] for r in json.loads((out / "subjects.json").read_text())] == [r.source for r in recipes]
     with pytest.raises(InputError, match="need more than"):
         ls.write_subject_folder(labels, tmp_path / "none", count=1, validation_maps=2)
+    with pytest.raises(InputError, match="validation-maps 0 is invalid"):
+        ls.write_subject_folder(labels, tmp_path / "none", count=1, validation_maps=0)

@@ -165,11 +165,14 @@ def write_subject_folder(labels_folder: str | os.PathLike, out: str | os.PathLik
     """Write `count` synthetic subjects as OUT/train/<subject>/target.nii.gz for `mrisr train --data OUT`,
     cycling over the label maps (and the MNI152 template's, first, with `include_mni`); the last
     `validation_maps` maps only ever make OUT/validation/ subjects, so validation anatomy is never trained on."""
+    if validation_maps < 1:
+        raise InputError(f"--validation-maps {validation_maps} is invalid: validation needs at least one label map "
+                         "of its own")
     maps = ([("mni152", mni_label_map())] if include_mni else []) + list(label_maps(labels_folder))
     if len(maps) <= validation_maps:
         raise InputError(f"{labels_folder} has {len(maps)} label maps: need more than {validation_maps} to hold "
                          "some out for validation")
-    train, held_out = maps[:-validation_maps] if validation_maps else maps, maps[len(maps) - validation_maps:]
+    train, held_out = maps[:-validation_maps], maps[-validation_maps:]
     recipes: list[SubjectRecipe] = []
     validation_count = max(2, validation_maps)
     for split, sources, total in (("train", train, count), ("validation", held_out, validation_count)):
