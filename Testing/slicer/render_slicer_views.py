@@ -1,6 +1,6 @@
 """Regenerate docs/slicer_views.png (the README's picture of the comparison layout) on slicer-core.
 
-    python Testing/slicer/render_slicer_views.py [--method linear] [--out docs/slicer_views.png]
+    python Testing/slicer/render_slicer_views.py [--method linear] [--steps N] [--out docs/slicer_views.png]
 
 The same rendering as Testing/slicer/test_views_render.py (Slicer's own slice logics, no OpenGL), run on
 purpose: tests never write into tracked files.
@@ -38,6 +38,7 @@ def mosaic(rendered: dict, method: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="linear", help="method of the enhanced view (default linear)")
+    parser.add_argument("--steps", type=int, help="steps of a learned method (default: the method's)")
     parser.add_argument("--out", type=Path, default=HERE.parents[1] / "docs" / "slicer_views.png")
     args = parser.parse_args(argv)
     import mrisr_slicer_testing as harness
@@ -48,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         volume = harness.writeThickVolume(Path(scratch) / "thick.nii.gz")
         world = harness.makeWorld(Path(scratch) / "slicer-temp")
         logic = harness.makeLogic(world, loadCatalog(sys.executable))
-        outputNode = logic.enhance(world.loadVolume(volume, "T1 thick"), method=args.method)
+        outputNode = logic.enhance(world.loadVolume(volume, "T1 thick"), method=args.method, steps=args.steps)
         logic.showComparison(outputNode).fit()
         rendered = {view.tag: world.views.render(view.tag) for view in layout.VIEWS}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        mosaic(rendered, args.method).save(args.out)
+        label = args.method + (f", {args.steps} step{'s' if args.steps != 1 else ''}" if args.steps else "")
+        mosaic(rendered, label).save(args.out)
         world.close()
     print(f"wrote {args.out}")
     return 0
