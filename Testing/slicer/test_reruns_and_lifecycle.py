@@ -149,3 +149,37 @@ def test_an_older_slicer_is_refused_plainly_before_any_download():
         dependencies.installBackend(calls.append, installTorch=lambda: calls.append("torch"),
                                     slicerVersion=(5, 8, 1), pythonVersion=(3, 9, 10))
     assert calls == []  # neither torch nor any package was downloaded
+
+
+@pytest.mark.slow
+def test_two_patients_two_runs_each_every_result_named_filed_and_its_own(world, thick_volume, logic, tmp_path):
+    """The issue's re-run scenario: per patient a run with segmentation, then one without into a new node;
+    afterwards every node's name, folder, input, segmentations and voxels are right."""
+    import numpy as np
+    import SimpleITK as sitk
+    from slicer.util import arrayFromVolume
+
+    other = sitk.ReadImage(str(thick_volume))
+    flipped = sitk.Flip(other, [True, False, False])  # patient B: a different head, same geometry
+    pathB = tmp_path / "patientB.nii.gz"
+    sitk.WriteImage(flipped, str(pathB))
+    patients = {"A": world.loadVolume(thick_volume, "Patient A T1"), "B": world.loadVolume(pathB, "Patient B T1")}
+    folders = {name: world.inStudyFolder(node, f"Patient {name}") for name, node in patients.items()}
+    results = {}
+    for name, node in patients.items():
+        results[name, "bspline"] = logic.enhance(node, method="bspline", segment=True, targetSpacing=(2.0, 2.0, 2.0))
+        results[name, "linear"] = logic.enhance(node, method="linear", targetSpacing=(2.0, 2.0, 2.0))
+    assert len({id(node) for node in results.values()}) == 4  # no run overwrote another
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(world.scene)
+    for (name, method), output in results.items():
+        assert output.GetScene() is world.scene and output.GetName() == f"Patient {name} T1 enhanced ({method})"
+        assert shNode.GetItemParent(shNode.GetItemByDataNode(output)) == folders[name]
+        assert output.GetNodeReference("MRISuperResolution.Input") is patients[name]
+        segmented = all(node is not None for node in logic.segmentationNodes(output))
+        assert segmented == (method == "bspline") and (logic.tissueTable(output) is not None) == segmented
+        interpolated = arrayFromVolume(output.GetNodeReference("MRISuperResolution.Interpolated")).astype(float)
+        values = arrayFromVolume(output).astype(float)
+        own = np.corrcoef(values.ravel(), interpolated.ravel())[0, 1]
+        other_name = "B" if name == "A" else "A"
+        others = arrayFromVolume(results[other_name, method]).astype(float)
+        assert own > 0.98 and own > np.corrcoef(values.ravel(), others.ravel())[0, 1] + 0.05, (name, method)
