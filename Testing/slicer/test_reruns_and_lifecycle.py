@@ -94,8 +94,8 @@ def test_the_backend_stops_itself_when_slicer_dies(tmp_path, thick_volume):
     output = tmp_path / "out" / "enhanced.nii"
     output.parent.mkdir()
     command = backendCommand(sys.executable, parentPid=fakeSlicer.pid) + [
-        "enhance", str(thick_volume), str(output), "--method", "diffusioniqt", "--steps", "20", "--start-step", "20",
-        "--target-spacing", "1.2", "1.2", "1.2"]  # long enough to be killed mid-run under load
+        "enhance", str(thick_volume), str(output), "--method", "diffusioniqt", "--steps", "300", "--start-step", "300",
+        "--target-spacing", "2", "2", "2"]
     backend = BackendProcess(command).start()
     try:
         deadline = time.monotonic() + 120

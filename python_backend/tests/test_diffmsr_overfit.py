@@ -101,10 +101,26 @@ def infer(network: DiffMSRNetwork, data: dict[str, np.ndarray]) -> np.ndarray:
     return kspace.replace_measured(out, torch.from_numpy(data["lr"])).numpy()
 
 
+def stage_one_history() -> list:
+    return train(slices(2, 48), use_reference=True, stage1=60, stage2=0)[1]
+
+
 def test_stage_one_overfits_a_few_slices():
-    data = slices(2, 48)
-    _, history = train(data, use_reference=True, stage1=60, stage2=0)
-    assert np.mean(history[-5:]) < 0.5 * np.mean(history[:3])
+    """Run in a fresh interpreter: after some earlier tests of the suite in the same process, about one
+    full-suite run in four saw NaN from the very first loss (data finite, torch seeded; never in isolation,
+    not reproduced with diagnostics on). The cause is not found yet; this keeps the check meaningful."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_diffmsr_overfit as t; "
+            "print(json.dumps(t.stage_one_history()))")
+    answer = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True,
+                            text=True, timeout=600)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    history = json.loads(answer.stdout.strip().splitlines()[-1])
+    assert np.all(np.isfinite(history)) and np.mean(history[-5:]) < 0.5 * np.mean(history[:3])
 
 
 @pytest.mark.slow
