@@ -107,7 +107,10 @@ def test_the_backend_stops_itself_when_slicer_dies(tmp_path, thick_volume):
         fakeSlicer.kill()
         fakeSlicer.wait()
         assert backend.wait(timeout=40) == 130
-        assert "interrupted" in " ".join(backend.stderrLines)
+        said = " ".join(backend.stderrLines)
+        # Normally the interrupt ends it ("interrupted"); under a loaded full suite it has once needed the hard
+        # exit after the grace period (cli.PARENT_GONE_GRACE_SECONDS): stopped either way, with nothing written.
+        assert "interrupted" in said or "has ended: stopping" in said
         assert os.listdir(output.parent) == []  # no output and no temporary file of it
     finally:
         if backend.returncode is None:
