@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from .estimates import formatDuration
+
 log = logging.getLogger(__name__)
 
 ERROR_PREFIX = "mrisr: error:"
@@ -81,11 +83,7 @@ def parseProgressLine(line: str) -> Optional[ProgressUpdate]:
 
 def formatRemaining(seconds: float) -> str:
     """"about 40 s left", "about 3 min left", "about 1.5 h left"."""
-    if seconds < 60:
-        return f"about {max(1, int(round(seconds / 5.0)) * 5 if seconds >= 10 else round(seconds))} s left"
-    if seconds < 90 * 60:
-        return f"about {max(1, round(seconds / 60))} min left"
-    return f"about {seconds / 3600:.1f} h left"
+    return f"about {formatDuration(seconds)} left"
 
 
 def errorMessage(stderrLines: Sequence[str], returncode: Optional[int]) -> str:
